@@ -1,0 +1,56 @@
+"""Writing a first ``carehook.toml``: one source per built-in vendor, fresh random secrets."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+_HEADER = """\
+# carehook configuration, written by `carehook init` / the first `carehook serve`.
+# Each [sources.<name>] is one endpoint POST /webhooks/<name>. Give the secrets to the vendor
+# (or replace them with the vendor's), or use `env:VARNAME` to read one from the environment.
+# Keys per source: vendor, secrets, allow_ips, trusted_proxies, max_body_bytes,
+# tolerance_seconds, public_path, retention_days (see README.md).
+
+data_dir = "."
+
+[storage]
+# url = "postgresql://postgres@127.0.0.1:5432/carehook"   # default: SQLite in data_dir
+
+[server]
+host = "127.0.0.1"
+port = 8000
+"""
+
+#: (source name, vendor) written into a fresh config
+DEFAULT_SOURCES = (
+    ("abridge", "abridge"),
+    ("openevidence", "openevidence"),
+    ("nabla", "nabla"),
+    ("healthie", "healthie"),
+    ("standard-webhooks", "standard-webhooks"),
+)
+
+
+def _secret_for(vendor: str) -> str:
+    if vendor == "standard-webhooks":
+        return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return secrets.token_urlsafe(32)
+
+
+def render_default_config() -> str:
+    """The text of a fresh config with new random secrets."""
+    parts = [_HEADER]
+    for name, vendor in DEFAULT_SOURCES:
+        parts.append(f'\n[sources.{name}]\nvendor = "{vendor}"\nsecrets = ["{_secret_for(vendor)}"]\n')
+    return "".join(parts)
+
+
+def write_default_config(path: Path) -> None:
+    """Create ``path`` (mode 0600: it holds secrets); refuse to overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_default_config())

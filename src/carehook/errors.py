@@ -1,0 +1,104 @@
+"""The one error tree of carehook.
+
+Every error carehook raises on purpose derives from :class:`CarehookError`. Messages never carry
+PHI, payload bytes, secrets or signatures: only ids, names and reasons.
+
+    CarehookError
+    ├── ConfigError                    bad or missing configuration
+    ├── UnknownSource                  no source of that name              (404)
+    ├── RequestRejected                refused before verification
+    │   ├── AddressNotAllowed          remote address outside allow_ips    (403)
+    │   ├── BodyTooLarge               over the source's max_body_bytes    (413)
+    │   └── UnsupportedMediaType       not application/json                (415)
+    ├── VerificationError              signature / timestamp refused       (401)
+    ├── PayloadError                   signed, but not a JSON object       (400)
+    │   └── PayloadValidationError     fails the vendor's payload model    (422)
+    ├── StorageError                   the store failed
+    │   └── StorageUnavailable         cannot commit now: sender retries   (503)
+    └── CryptoError                    payload key missing / ciphertext refused
+
+The mapping to HTTP statuses lives in one place: ``carehook.web.ingress.STATUS_OF``.
+"""
+
+from __future__ import annotations
+
+
+class CarehookError(Exception):
+    """Root of every error carehook raises on purpose."""
+
+
+class ConfigError(CarehookError):
+    """The configuration is missing, malformed or inconsistent."""
+
+
+class UnknownSource(CarehookError):
+    """A request named a source that is not configured."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(f"unknown source {source!r}")
+        self.source = source
+
+
+class RequestRejected(CarehookError):
+    """A request was refused before its signature was looked at."""
+
+    cause = "rejected"
+
+
+class AddressNotAllowed(RequestRejected):
+    """The remote address is not in the source's allow_ips."""
+
+    cause = "address_not_allowed"
+
+
+class BodyTooLarge(RequestRejected):
+    """The body is larger than the source's max_body_bytes."""
+
+    cause = "body_too_large"
+
+
+class UnsupportedMediaType(RequestRejected):
+    """The request's content type is not JSON."""
+
+    cause = "unsupported_media_type"
+
+
+class VerificationError(CarehookError):
+    """A signature, signature header or timestamp was refused.
+
+    ``reason`` is a short machine-readable cause (``missing_header``, ``bad_signature``,
+    ``timestamp_skew`` ...); ``detail`` a human sentence safe to print (no secret, no body).
+    """
+
+    def __init__(self, reason: str, detail: str = "", *, skew_seconds: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.skew_seconds = skew_seconds
+
+
+class PayloadError(CarehookError):
+    """The body was signed correctly but is not a JSON object."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PayloadValidationError(PayloadError):
+    """The JSON does not fit the vendor's payload model for a known event type.
+
+    ``reason`` names the failing fields by location only, never their values.
+    """
+
+
+class StorageError(CarehookError):
+    """The store failed."""
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot commit right now; the sender should retry."""
+
+
+class CryptoError(CarehookError):
+    """A payload key is missing or a ciphertext failed authentication."""

@@ -1,0 +1,163 @@
+"""Settings: a pydantic model of ``carehook.toml`` plus ``CAREHOOK_*`` environment variables.
+
+There is no module-level instance: :func:`load_settings` reads one file and the environment, and
+the composition root (:mod:`carehook.bootstrap`) passes the result on. Secrets may be literals or
+``env:VARNAME``; they are resolved by :func:`resolve_secret` when the source is built, so a
+missing variable is reported by name (never by value).
+
+Relative ``data_dir`` and ``sqlite:///`` paths are taken relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from carehook.errors import ConfigError
+
+VendorName = Literal["abridge", "openevidence", "nabla", "healthie", "standard-webhooks"]
+DEFAULT_CONFIG_PATH = Path(".carehook/carehook.toml")
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SourceSettings(BaseModel):
+    """One endpoint ``/webhooks/<name>`` bound to a vendor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vendor: VendorName
+    secrets: list[str] = Field(default_factory=list, repr=False)
+    allow_ips: list[IPNetwork] = Field(default_factory=list)
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    tolerance_seconds: int = Field(default=300, ge=1, le=86400)
+    public_path: str | None = None
+    retention_days: int = Field(default=30, ge=1)
+    #: OpenEvidence: accept the bare-hex signature form that carries no timestamp
+    allow_bare_signature: bool = True
+    #: rename a scheme's headers (default lower-case name -> name this sender uses)
+    signature_headers: dict[str, str] = Field(default_factory=dict)
+    #: Abridge: the signed template, with {timestamp} and {body}
+    signature_template: str | None = None
+
+    @field_validator("allow_ips", "trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [ipaddress.ip_network(str(v), strict=False) for v in value]
+        return value
+
+
+class StorageSettings(BaseModel):
+    """Where the inbox lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    #: apply migrations on start (always true for the embedded SQLite store)
+    auto_migrate: bool = False
+
+
+class ServerSettings(BaseModel):
+    """Where ``carehook serve`` listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAREHOOK_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path(".carehook")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    storage: StorageSettings = StorageSettings()
+    server: ServerSettings = ServerSettings()
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        for name in value:
+            if not _SOURCE_NAME.match(name):
+                raise ValueError(f"source name {name!r} must match {_SOURCE_NAME.pattern}")
+        return value
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL, defaulting to the embedded SQLite file in the data dir."""
+        return self.storage.url or f"sqlite:///{self.data_dir / 'carehook.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables win over the file (passed as init values)."""
+        return (env_settings, init_settings)
+
+
+def resolve_secret(value: str, what: str) -> str:
+    """``env:NAME`` → the variable's value; anything else is the literal secret."""
+    if value.startswith("env:"):
+        name = value[4:]
+        found = os.environ.get(name)
+        if not found:
+            raise ConfigError(f"{what}: environment variable {name} is not set")
+        return found
+    return value
+
+
+def config_path(explicit: Path | None) -> Path:
+    """The config path: ``--config``, else ``CAREHOOK_CONFIG``, else ``.carehook/carehook.toml``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("CAREHOOK_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: Path) -> Settings:
+    """Read ``path`` (TOML) and the environment into Settings; errors name fields, not values."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    base = path.parent.resolve()
+    data_dir = Path(raw.get("data_dir", "."))
+    raw["data_dir"] = data_dir if data_dir.is_absolute() else (base / data_dir)
+    storage = raw.get("storage") or {}
+    url = storage.get("url")
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        storage["url"] = f"sqlite:///{base / url.removeprefix('sqlite:///')}"
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field locations and messages only: a config error must not echo a secret back."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

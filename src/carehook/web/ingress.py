@@ -1,0 +1,236 @@
+"""``POST /webhooks/{source}``: read bytes, verify, parse, commit, answer. Nothing else.
+
+The order of checks: source known (404) → address allowed (403) → declared size (413) →
+content type (415) → body read under the cap (413) → signature on the raw bytes (401) →
+JSON object (400) → vendor payload model (422) → durable commit (200, or 503 so the sender
+retries). Every request leaves one request-log row with its outcome and cause; error bodies are
+generic, and the cause goes to the log and the request log only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from carehook.envelope import Envelope, RequestRecord, SignedRequest
+from carehook.errors import (
+    AddressNotAllowed,
+    BodyTooLarge,
+    CarehookError,
+    PayloadError,
+    PayloadValidationError,
+    StorageError,
+    UnknownSource,
+    UnsupportedMediaType,
+    VerificationError,
+)
+from carehook.inbox.port import InboxStore
+from carehook.observability import Metrics, get_logger
+from carehook.sources import Source, client_address
+
+#: the one mapping from error class to HTTP status and generic body
+STATUS_OF: dict[type[CarehookError], tuple[int, str]] = {
+    UnknownSource: (404, "unknown source"),
+    AddressNotAllowed: (403, "forbidden"),
+    BodyTooLarge: (413, "payload too large"),
+    UnsupportedMediaType: (415, "unsupported media type"),
+    VerificationError: (401, "invalid signature"),
+    PayloadValidationError: (422, "invalid payload"),
+    PayloadError: (400, "bad request"),
+    StorageError: (503, "temporarily unavailable"),
+}
+
+_JSON = "application/json"
+_log = get_logger("carehook.ingress")
+
+
+def _status_of(exc: CarehookError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 500, "internal error"
+
+
+def _cause_of(exc: CarehookError) -> str:
+    if isinstance(exc, VerificationError):
+        return f"signature:{exc.reason}"
+    if isinstance(exc, PayloadError):
+        return f"payload:{exc.reason}"[:500]
+    if isinstance(exc, UnknownSource):
+        return "unknown_source"
+    return getattr(exc, "cause", type(exc).__name__)
+
+
+def _reply(status: int, body: Mapping[str, Any]) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status, media_type=_JSON)
+
+
+@dataclass(slots=True)
+class Ingress:
+    """The webhook endpoint, holding what it needs (built once by the composition root)."""
+
+    sources: Mapping[str, Source]
+    store: InboxStore
+    metrics: Metrics
+    clock: Callable[[], float] = time.time
+
+    async def __call__(self, request: Request) -> Response:
+        """Handle one delivery."""
+        started = time.perf_counter()
+        name = request.path_params["source"]
+        peer = request.client.host if request.client else ""
+        record = _Record(name[:64], peer, self.clock())
+        try:
+            source = self.sources.get(name)
+            if source is None:
+                raise UnknownSource(name[:64])
+            record.remote_addr = client_address(
+                peer, request.headers.get("x-forwarded-for"), source.trusted_proxies
+            )
+            envelope = await self._admit(request, source, record)
+            new = await self.store.accept(envelope, record.row(200, "accepted"))
+        except CarehookError as exc:
+            return await self._refuse(exc, record, started)
+        outcome = "accepted" if new else "duplicate"
+        self._observe(name, outcome, started)
+        _log.info(
+            "webhook.accepted" if new else "webhook.duplicate",
+            source=name, event_id=envelope.event_id, type=envelope.type, outcome=outcome,
+            secret_index=envelope.secret_index, size=record.size,
+        )  # fmt: skip
+        return _reply(200, {"received": True} if new else {"status": "duplicate"})
+
+    async def _admit(self, request: Request, source: Source, record: _Record) -> Envelope:
+        """Every check up to and including parsing; raises the error that decides the status."""
+        if not source.address_allowed(record.remote_addr):
+            raise AddressNotAllowed()
+        _check_declared_length(request, source.max_body_bytes)
+        if not _is_json(request.headers.get("content-type", "")):
+            raise UnsupportedMediaType()
+        body = await _read_capped(request, source.max_body_bytes)
+        record.size = len(body)
+        signed = SignedRequest(
+            method=request.method,
+            path=source.public_path,
+            query=request.url.query,
+            headers=request.headers,
+            body=body,
+        )
+        secret_index = source.scheme.verify(signed, source.secrets, record.now)
+        payload = _json_object(body)
+        parsed = source.vendor.parse(body, payload, headers=request.headers)
+        record.event_id = parsed.event_id
+        return Envelope(
+            source=source.name,
+            vendor=source.vendor.name,
+            event_id=parsed.event_id,
+            type=parsed.type,
+            subject=parsed.subject,
+            occurred_at=parsed.occurred_at,
+            received_at=datetime.fromtimestamp(record.now, UTC),
+            payload=body,
+            secret_index=secret_index,
+            handled=parsed.handled,
+        )
+
+    async def _refuse(self, exc: CarehookError, record: _Record, started: float) -> Response:
+        status, message = _status_of(exc)
+        cause = _cause_of(exc)
+        outcome = "unavailable" if status == 503 else "rejected"
+        if status != 503:
+            try:
+                await self.store.log_request(record.row(status, outcome, cause))
+            except StorageError:
+                outcome = "rejected_unlogged"
+        self._observe(record.source, outcome, started)
+        _log.warning(
+            "webhook.rejected" if status != 503 else "webhook.unavailable",
+            source=record.source, status=status, cause=cause, remote_addr=record.remote_addr,
+            event_id=record.event_id, error_class=type(exc).__name__,
+        )  # fmt: skip
+        headers = {"Retry-After": "5"} if status == 503 else None
+        response = _reply(status, {"error": message})
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    def _observe(self, source: str, outcome: str, started: float) -> None:
+        known = source if source in self.sources else "_unknown"
+        self.metrics.requests.labels(known, outcome).inc()
+        self.metrics.ack_seconds.labels(outcome).observe(time.perf_counter() - started)
+
+
+class _Record:
+    """What the request log will say about this request, filled in as checks pass."""
+
+    __slots__ = ("event_id", "now", "remote_addr", "size", "source")
+
+    def __init__(self, source: str, remote_addr: str, now: float) -> None:
+        self.source = source
+        self.remote_addr = remote_addr
+        self.now = now
+        self.size = 0
+        self.event_id: str | None = None
+
+    def row(self, status: int, outcome: str, cause: str = "") -> RequestRecord:
+        return RequestRecord(
+            source=self.source,
+            received_at=datetime.fromtimestamp(self.now, UTC),
+            remote_addr=self.remote_addr,
+            size=self.size,
+            status=status,
+            outcome=outcome,
+            cause=cause,
+            event_id=self.event_id,
+        )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _check_declared_length(request: Request, cap: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise PayloadError("bad_content_length")
+    if int(declared) > cap:
+        raise BodyTooLarge()
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, refusing as soon as more than ``cap`` bytes have arrived."""
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > cap:
+                raise BodyTooLarge()
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise PayloadError("client_disconnected") from exc
+    return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise PayloadError("not_utf8") from exc
+    except ValueError as exc:
+        raise PayloadError("invalid_json") from exc
+    except RecursionError as exc:
+        raise PayloadError("json_too_deep") from exc
+    if not isinstance(payload, dict):
+        raise PayloadError("not_an_object")
+    return payload
