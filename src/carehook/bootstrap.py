@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+import uvicorn
 
 from carehook.crypto import KeyRing, load_key_ring
 from carehook.inbox import open_store
@@ -20,7 +20,7 @@ from carehook.observability import Metrics
 from carehook.settings import Settings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
-from carehook.web.app import create_app
+from carehook.web.app import Gateway, create_app
 from carehook.web.ingress import Ingress
 
 
@@ -60,7 +60,19 @@ def build_components(settings: Settings, store: InboxStore | None = None) -> Com
     )
 
 
-def build_app(components: Components, clock: Callable[[], float] = time.time) -> FastAPI:
+def build_app(components: Components, clock: Callable[[], float] = time.time) -> Gateway:
     """The gateway ASGI app over ``components``."""
     ingress = Ingress(components.sources, components.store, components.metrics, clock)
     return create_app(ingress, components.store, components.metrics)
+
+
+def server_config(app: Gateway, host: str, port: int) -> uvicorn.Config:
+    """How carehook runs under uvicorn.
+
+    ``proxy_headers`` is off: uvicorn would otherwise take X-Forwarded-For from any loopback
+    peer, while carehook reads it only behind each source's explicit ``trusted_proxies``.
+    """
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+        proxy_headers=False, lifespan="on",
+    )  # fmt: skip

@@ -126,7 +126,7 @@ def serve(
     """Run the gateway (ingress; the embedded SQLite store unless storage.url says otherwise)."""
     import uvicorn
 
-    from carehook.bootstrap import build_app, build_components
+    from carehook.bootstrap import build_app, build_components, server_config
     from carehook.configfile import write_default_config
     from carehook.observability import configure_logging, get_logger
 
@@ -144,10 +144,7 @@ def serve(
         "serve.starting", host=bind_host, port=bind_port, config=str(path),
         storage=settings.storage_url.split(":", 1)[0],
     )  # fmt: skip
-    uvicorn.run(
-        build_app(components), host=bind_host, port=bind_port, log_level="warning",
-        access_log=False, server_header=False, proxy_headers=False,
-    )  # fmt: skip
+    uvicorn.Server(server_config(build_app(components), bind_host, bind_port)).run()
 
 
 def _print_welcome(path: Path, host: str, port: int) -> None:
@@ -181,6 +178,8 @@ def simulate(
             out.print(f"[bold]{name}[/bold]")
             for t in vendor.event_types:
                 out.print(f"  {t}")
+            if not vendor.event_types:
+                out.print("  (any type, stored as unhandled; e.g. lab_result.available, message.created)")
         return
     if source is None or event_type is None:
         err.print("usage: carehook simulate SOURCE EVENT_TYPE (or --list)")

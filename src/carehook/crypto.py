@@ -31,6 +31,7 @@ class KeyRing:
 
     keys: dict[str, bytes] = field(repr=False)
     active: str
+    _ciphers: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.active not in self.keys:
@@ -40,12 +41,14 @@ class KeyRing:
                 raise ConfigError(f"data key {kid!r} must be 32 bytes (AES-256)")
             if not kid or len(kid.encode()) > 255 or ":" in kid or "," in kid:
                 raise ConfigError("data key ids must be 1-255 bytes without ':' or ','")
+        # building an AESGCM context costs more than using it: build each key's once
+        object.__setattr__(self, "_ciphers", {kid: AESGCM(k) for kid, k in self.keys.items()})
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt with the active key."""
         kid = self.active.encode()
         nonce = os.urandom(_NONCE)
-        ct = AESGCM(self.keys[self.active]).encrypt(nonce, plaintext, aad)
+        ct = self._ciphers[self.active].encrypt(nonce, plaintext, aad)
         return _MAGIC + bytes([len(kid)]) + kid + nonce + ct
 
     def decrypt(self, blob: bytes, aad: bytes) -> bytes:
@@ -55,12 +58,12 @@ class KeyRing:
         n = blob[len(_MAGIC)]
         start = len(_MAGIC) + 1
         kid = blob[start : start + n].decode(errors="replace")
-        key = self.keys.get(kid)
-        if key is None:
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
             raise CryptoError(f"data key {kid!r} is not in the key ring")
         nonce = blob[start + n : start + n + _NONCE]
         try:
-            return AESGCM(key).decrypt(nonce, blob[start + n + _NONCE :], aad)
+            return cipher.decrypt(nonce, blob[start + n + _NONCE :], aad)
         except InvalidTag as exc:
             raise CryptoError("ciphertext failed authentication") from exc
 

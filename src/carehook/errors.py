@@ -14,8 +14,14 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     ├── PayloadError                   signed, but not a JSON object       (400)
     │   └── PayloadValidationError     fails the vendor's payload model    (422)
     ├── StorageError                   the store failed
-    │   └── StorageUnavailable         cannot commit now: sender retries   (503)
-    └── CryptoError                    payload key missing / ciphertext refused
+    │   ├── StorageUnavailable         cannot commit now: sender retries   (503)
+    │   └── LeaseLost                  a worker no longer holds the event it is working on
+    ├── CryptoError                    payload key missing / ciphertext refused
+    └── StepError                      a workflow step failed
+        ├── RetryableError             try again later (timeouts, 429, 5xx, storage hiccups)
+        └── PermanentError             retrying cannot help (other 4xx, validation)
+
+The mapping to retry decisions lives in one place: ``carehook.worker.policy.classify``.
 
 The mapping to HTTP statuses lives in one place: ``carehook.web.ingress.STATUS_OF``.
 """
@@ -100,5 +106,29 @@ class StorageUnavailable(StorageError):
     """The store cannot commit right now; the sender should retry."""
 
 
+class LeaseLost(StorageError):
+    """The worker's lease on an event expired and another worker may hold it now."""
+
+    def __init__(self, event_pk: int) -> None:
+        super().__init__(f"lease on event {event_pk} was lost")
+        self.event_pk = event_pk
+
+
 class CryptoError(CarehookError):
     """A payload key is missing or a ciphertext failed authentication."""
+
+
+class StepError(CarehookError):
+    """A workflow step failed. The message must name ids and causes only, never PHI."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RetryableError(StepError):
+    """A transient failure: the step is tried again after a back-off (or ``retry_after``)."""
+
+
+class PermanentError(StepError):
+    """A failure that retrying cannot fix: the event goes to dead letters."""

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 ALLOWED_FIELDS = frozenset(
     {
-        "event", "level", "timestamp", "logger",
+        "event", "level", "timestamp", "component",
         "source", "vendor", "event_id", "event_pk", "type", "subject", "status", "outcome",
         "cause", "reason", "remote_addr", "size", "duration_ms", "secret_index", "attempt",
         "error_class", "count", "host", "port", "path", "storage", "config", "workers",
@@ -66,7 +66,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
 
 def get_logger(name: str) -> Any:
     """A structlog logger named ``name``."""
-    return structlog.get_logger(logger=name)
+    return structlog.get_logger(component=name)
 
 
 @dataclass(slots=True)

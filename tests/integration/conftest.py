@@ -14,7 +14,13 @@ import httpx
 import pytest
 import uvicorn
 
-from carehook.bootstrap import build_app, build_components, build_keyring, build_store
+from carehook.bootstrap import (
+    build_app,
+    build_components,
+    build_keyring,
+    build_store,
+    server_config,
+)
 from carehook.inbox.port import InboxStore
 from carehook.settings import Settings, load_settings
 
@@ -53,7 +59,7 @@ class Gateway:
     settings: Settings
     config: Path
 
-    def post(self, source: str, body: bytes, headers: dict[str, str], **kw: Any) -> httpx.Response:
+    def post(self, source: str, body: bytes, headers: Any, **kw: Any) -> httpx.Response:
         """POST raw bytes to /webhooks/<source>."""
         return httpx.post(f"{self.url}/webhooks/{source}", content=body, headers=headers,
                           timeout=30, **kw)
@@ -76,8 +82,7 @@ def start_gateway(config: Path) -> Iterator[Gateway]:
     settings = load_settings(config)
     app = build_app(build_components(settings))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -54,7 +54,7 @@ _log = get_logger("carehook.ingress")
 def _status_of(exc: CarehookError) -> tuple[int, str]:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 500, "internal error"
 
 
@@ -81,7 +81,7 @@ class Ingress:
     metrics: Metrics
     clock: Callable[[], float] = time.time
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         """Handle one delivery."""
         started = time.perf_counter()
         name = request.path_params["source"]

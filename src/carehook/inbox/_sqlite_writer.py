@@ -1,0 +1,312 @@
+"""Group commit for SQLite: one writer thread, one connection, one statement per batch.
+
+Callers on the event loop put ``(kind, params, params, future, loop)`` on a queue and await the
+future. The writer takes the first item, drains whatever else is queued (up to ``cap``), writes
+it all with ONE ``INSERT`` in autocommit mode, so one transaction and one fsync for the whole
+batch, then resolves the futures with one ``call_soon_threadsafe`` per loop. The queue hand-off
+is the only thread hop on the request path.
+
+Why one statement: Python's sqlite3 releases the GIL around every statement step and must take
+it back afterwards; under load the event loop holds the GIL and each take-back waits (often
+milliseconds). ``BEGIN; SELECT; INSERT; INSERT; COMMIT`` is five waits per batch, one statement
+is one. The statement inserts the batch's rows into a TEMP view whose INSTEAD OF trigger writes
+each row's event (``ON CONFLICT DO NOTHING``), its request-log row (outcome ``duplicate`` when
+the event insert changed nothing, read with ``changes()``) and audit rows. Which events were
+new is read off ``total_changes``; only when some were not does a second query say which.
+
+A statement either commits whole or not at all, so a failed batch leaves nothing behind. When
+the failure is transient (locked, I/O, disk full) every caller gets
+:class:`StorageUnavailable`; when it is not, the batch is replayed one operation at a time, so
+one bad row cannot fail its neighbours.
+"""
+
+# S608 is off for this module: its SQL is built from constant fragments and placeholder counts
+# only; every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import queue
+import sqlite3
+import threading
+from typing import Any, Final
+
+from carehook.errors import StorageError, StorageUnavailable
+from carehook.inbox.port import OUTCOME_DUPLICATE
+
+ACCEPT: Final = 0
+LOG_REQUEST: Final = 1
+AUDIT: Final = 2
+
+MAX_ROWS: Final = 512  # x 26 parameters per row stays under SQLite's 32766
+
+_EVENT_COLS: Final = (
+    "source, vendor, event_id, type, subject, occurred_at, received_at, payload, secret_index,"
+    " status, next_attempt_at"
+)
+_REQUEST_COLS: Final = "source, received_at, remote_addr, size, status, outcome, cause, event_id"
+_AUDIT_COLS: Final = "at, actor, action, event_pk, detail"
+_EVENT_WIDTH: Final = 11
+_REQUEST_WIDTH: Final = 8
+_AUDIT_WIDTH: Final = 5
+_NO_EVENT: Final = (None,) * _EVENT_WIDTH
+_NO_REQUEST: Final = (None,) * _REQUEST_WIDTH
+_NO_AUDIT: Final = (None,) * _AUDIT_WIDTH
+_ROW_WIDTH: Final = 2 + _EVENT_WIDTH + _REQUEST_WIDTH + _AUDIT_WIDTH
+
+
+def _new(prefix: str, cols: str) -> str:
+    return ", ".join(f"NEW.{prefix}{c.strip()}" for c in cols.split(","))
+
+
+def _aliases(prefix: str, cols: str) -> str:
+    return ", ".join(f"NULL AS {prefix}{c.strip()}" for c in cols.split(","))
+
+
+#: per-connection TEMP objects the writer creates: a row of the view is one queued operation
+SETUP_SQL: Final = (
+    "CREATE TEMP VIEW carehook_write AS SELECT NULL AS kind, NULL AS candidate, "
+    f"{_aliases('e_', _EVENT_COLS)}, {_aliases('r_', _REQUEST_COLS)}, "
+    f"{_aliases('a_', _AUDIT_COLS)}",
+    "CREATE TEMP TRIGGER carehook_write INSTEAD OF INSERT ON carehook_write BEGIN "
+    # the first delivery of a key in this batch ("candidate") may be new
+    f"INSERT INTO events ({_EVENT_COLS}, attempts) SELECT {_new('e_', _EVENT_COLS)}, 0"
+    " WHERE NEW.candidate ON CONFLICT (source, event_id) DO NOTHING; "
+    # changes() is what the INSERT just above did: 0 means the event was already there
+    f"INSERT INTO requests ({_REQUEST_COLS}) SELECT NEW.r_source, NEW.r_received_at,"
+    " NEW.r_remote_addr, NEW.r_size, NEW.r_status,"
+    f" CASE WHEN NEW.kind = {ACCEPT} AND NOT (NEW.candidate AND changes() = 1)"
+    f" THEN '{OUTCOME_DUPLICATE}' ELSE NEW.r_outcome END, NEW.r_cause, NEW.r_event_id"
+    f" WHERE NEW.kind IN ({ACCEPT}, {LOG_REQUEST}); "
+    f"INSERT INTO audit ({_AUDIT_COLS}) SELECT {_new('a_', _AUDIT_COLS)}"
+    f" WHERE NEW.kind = {AUDIT}; "
+    "END",
+)
+
+
+def _values(width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * rows)
+
+
+@functools.cache
+def write_sql(rows: int) -> str:
+    """The one statement that writes up to ``rows`` operations (NULL rows are padding)."""
+    return (
+        f"INSERT INTO carehook_write SELECT * FROM (VALUES {_values(_ROW_WIDTH, rows)})"
+        " WHERE column1 IS NOT NULL"
+    )
+
+
+@functools.cache
+def ours_not_stored_sql(rows: int) -> str:
+    """Of the (index, source, event_id, ciphertext) rows given, those whose event is not ours.
+
+    A ciphertext has a fresh random nonce, so the stored payload equals ours exactly when this
+    batch inserted the row.
+    """
+    # CROSS JOIN pins the VALUES as the outer loop, so each pair is an index search
+    return (
+        f"SELECT v.column1 FROM (VALUES {_values(4, rows)}) AS v CROSS JOIN events AS e"
+        " ON e.source = v.column2 AND e.event_id = v.column3 WHERE e.payload IS NOT v.column4"
+    )
+
+
+def _padded(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], int]:
+    """The rows flattened into parameters, padded with NULL rows to a power-of-two count.
+
+    Padding keeps the number of distinct statements small (they stay prepared in the
+    connection's statement cache).
+    """
+    size = 1 << (len(rows) - 1).bit_length()
+    params = [value for row in rows for value in row]
+    params.extend([None] * (width * (size - len(rows))))
+    return params, size
+
+
+# Primary result codes that mean "cannot commit now, try later" (sqlite3.h): BUSY, LOCKED,
+# NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL. Anything else is a bug or a broken schema.
+_TRANSIENT_CODES: Final = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+# fallback for a driver that does not expose the code
+_TRANSIENT_WORDS: Final = ("locked", "busy", "disk i/o", "disk is full", "readonly", "read-only")
+
+_STOP: Final = object()
+
+Op = tuple[int, tuple[Any, ...], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
+
+
+def translate(exc: BaseException) -> StorageError:
+    """Our error for a sqlite3 (or unexpected) exception; the caller raises it ``from exc``."""
+    if not isinstance(exc, sqlite3.Error):
+        return StorageError(f"sqlite writer failed: {type(exc).__name__}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        transient = code & 0xFF in _TRANSIENT_CODES
+    else:
+        transient = isinstance(exc, sqlite3.OperationalError) and any(
+            word in str(exc).lower() for word in _TRANSIENT_WORDS
+        )
+    cls = StorageUnavailable if transient else StorageError
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return cls(f"sqlite: {name}: {exc}")
+
+
+class GroupCommitWriter:
+    """The one thread that writes to a SQLite inbox, committing queued writes in batches."""
+
+    def __init__(self, conn: sqlite3.Connection, *, cap: int = MAX_ROWS) -> None:
+        self._conn = conn
+        for stmt in SETUP_SQL:
+            conn.execute(stmt)
+        self._cur = conn.cursor()
+        self._cap = max(1, min(cap, MAX_ROWS))
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="carehook-sqlite-writer")
+        self._stopping = False
+        self._running = False
+        #: committed transactions so far (tests prove that concurrent calls share commits)
+        self.commits = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._running = True
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """True while the writer accepts work (a flag, not Thread.is_alive: this is hot)."""
+        return self._running and not self._stopping
+
+    def submit(self, kind: int, a: tuple[Any, ...], b: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one write; the future resolves once the transaction holding it committed."""
+        if self._stopping:
+            raise StorageUnavailable("the SQLite inbox is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((kind, a, b, fut, loop))
+        return fut
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread and close the connection (blocking)."""
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._take_and_commit():
+                pass
+        finally:
+            self._running = False
+            self._fail_leftovers()
+            self._conn.close()
+
+    def _take_and_commit(self) -> bool:
+        """Commit one batch; False once told to stop."""
+        first = self._queue.get()
+        if first is _STOP:
+            return False
+        batch: list[Op] = [first]
+        go_on = True
+        while len(batch) < self._cap:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                go_on = False
+                break
+            batch.append(item)
+        self._commit(batch)
+        return go_on
+
+    def _commit(self, batch: list[Op]) -> None:
+        try:
+            results = self._apply(batch)
+        except BaseException as exc:  # every future must resolve, whatever went wrong
+            error = translate(exc)
+            if isinstance(error, StorageUnavailable) or len(batch) == 1:
+                _settle(batch, None, error, exc)
+            else:
+                for op in batch:  # isolate the one bad operation from its neighbours
+                    self._commit([op])
+            return
+        self.commits += 1
+        _settle(batch, results, None, None)
+
+    def _apply(self, batch: list[Op]) -> list[Any]:
+        """Write the batch in one autocommit statement; one result per operation."""
+        rows: list[tuple[Any, ...]] = []
+        candidates: dict[tuple[str, str], int] = {}  # key -> index of its first delivery
+        for i, (kind, a, b, _fut, _loop) in enumerate(batch):
+            if kind == ACCEPT:
+                first = candidates.setdefault((a[0], a[2]), i) == i
+                rows.append((kind, first, *a, *b, *_NO_AUDIT))
+            elif kind == LOG_REQUEST:
+                rows.append((kind, False, *_NO_EVENT, *b, *_NO_AUDIT))
+            else:
+                rows.append((kind, False, *_NO_EVENT, *_NO_REQUEST, *a))
+        params, size = _padded(rows, _ROW_WIDTH)
+        before = self._conn.total_changes
+        self._cur.execute(write_sql(size), params)
+        # every row writes a request-log or an audit row; every new event one more row
+        events_new = self._conn.total_changes - before - len(batch)
+        new = set(candidates.values())
+        if events_new != len(candidates):
+            new -= self._not_ours(batch, list(new))
+        return [
+            (i in new) if kind == ACCEPT else None
+            for i, (kind, _a, _b, _fut, _loop) in enumerate(batch)
+        ]
+
+    def _not_ours(self, batch: list[Op], indexes: list[int]) -> set[int]:
+        """Which of these first deliveries found their event already stored (rare)."""
+        keys = [(i, batch[i][1][0], batch[i][1][2], batch[i][1][7]) for i in indexes]
+        params, size = _padded(keys, 4)
+        return {row[0] for row in self._cur.execute(ours_not_stored_sql(size), params)}
+
+    def _fail_leftovers(self) -> None:
+        """Fail whatever raced onto the queue after the stop marker."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _settle([item], None, StorageUnavailable("the SQLite inbox is closed"), None)
+
+
+def _settle(
+    batch: list[Op],
+    results: list[Any] | None,
+    error: StorageError | None,
+    cause: BaseException | None,
+) -> None:
+    """Resolve the batch's futures on their loops: one wake-up per loop, not per future."""
+    by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
+    for i, (_kind, _a, _b, fut, loop) in enumerate(batch):
+        exc: BaseException | None = None
+        if error is not None:
+            # one exception object per caller: each raises it with its own traceback
+            exc = type(error)(*error.args)
+            exc.__cause__ = cause
+        by_loop.setdefault(loop, []).append((fut, None if results is None else results[i], exc))
+    for loop, settled in by_loop.items():
+        # a closed loop has nobody left awaiting these futures
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _resolve(settled: _Settled) -> None:
+    for fut, value, exc in settled:
+        if fut.done():  # the caller was cancelled; its row is committed all the same
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)

@@ -1,0 +1,152 @@
+"""The inbox schema as SQLAlchemy Core tables: the one description of what the migrations build.
+
+SQLAlchemy is used for the schema and the migrations only; the adapters speak SQL through their
+drivers on the request path. ``tests/contract/test_schema.py`` proves that migrating an empty
+database yields exactly these tables, on SQLite and on PostgreSQL.
+
+Timestamps are timezone-aware UTC. PostgreSQL stores them as ``timestamptz``. SQLite has no
+date type, so there the columns hold fixed-width ISO-8601 text in UTC,
+``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (see :func:`carehook.inbox._sql.to_text`): fixed width makes
+text order equal time order, so ``ORDER BY`` and ``next_attempt_at <= ?`` work on the text.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: deterministic constraint names, so a later migration can name what it alters on both dialects
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# A 64-bit id on PostgreSQL (BIGSERIAL); on SQLite only a plain INTEGER PRIMARY KEY becomes the
+# rowid alias that autoincrements, hence the variant.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Timestamp = sa.DateTime(timezone=True)
+
+
+def _id() -> sa.Column[int]:
+    return sa.Column("id", BigId, primary_key=True, autoincrement=True)
+
+
+def _event_fk(*, nullable: bool) -> sa.Column[int]:
+    return sa.Column(
+        "event_pk", BigId, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=nullable
+    )
+
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    _id(),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("remote_addr", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("cause", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Column("event_id", sa.Text, nullable=True),
+    sa.Index(None, "received_at"),
+    sa.Index(None, "source", "id"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    _id(),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("vendor", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("occurred_at", Timestamp, nullable=True),
+    sa.Column("received_at", Timestamp, nullable=False),
+    # AES-GCM ciphertext (carehook.crypto); NULL once retention purged it
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Column("payload_purged_at", Timestamp, nullable=True),
+    sa.Column("secret_index", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", Timestamp, nullable=True),
+    sa.Column("lease_owner", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", Timestamp, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # the dedup key; it outlives the payload so a late duplicate is still recognised
+    sa.UniqueConstraint("source", "event_id"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "subject", "id"),
+    sa.Index(None, "received_at"),
+    # event ids are shown to operators and referenced by audit rows: never reuse one on SQLite
+    sqlite_autoincrement=True,
+)
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    _id(),
+    _event_fk(nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("event_pk", "name"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    _id(),
+    _event_fk(nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Column("error_class", sa.Text, nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("next_attempt_at", Timestamp, nullable=True),
+    sa.Index(None, "event_pk"),
+)
+
+subjects = sa.Table(
+    "subjects",
+    metadata,
+    sa.Column("subject", sa.Text, primary_key=True),
+    # a JSON document as text: the same on both dialects, parsed by the status store
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    _id(),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    _event_fk(nullable=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("dedup_key", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp, nullable=True),
+    sa.Column("resolved_by", sa.Text, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Index(None, "status", "created_at"),
+    sa.Index(None, "kind", "dedup_key"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    _id(),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    # no foreign key: the audit trail must outlive the rows it speaks of
+    sa.Column("event_pk", BigId, nullable=True),
+    sa.Column("detail", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Index(None, "event_pk"),
+)

@@ -1,0 +1,179 @@
+"""Public fakes for tests of code that uses carehook's ports.
+
+Each fake honours the same contract as the real adapters: the contract suites in
+``tests/contract`` run against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import TracebackType
+
+from carehook.crypto import KeyRing, payload_aad
+from carehook.envelope import Envelope, RequestRecord
+from carehook.errors import StorageUnavailable
+from carehook.inbox._common import as_utc, initial_status, utcnow
+from carehook.inbox.port import (
+    ACTION_PAYLOAD_VIEW,
+    OUTCOME_DUPLICATE,
+    AuditRow,
+    EventFilter,
+    EventRow,
+    RequestRow,
+)
+
+# --- inbox -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """One event as the in-memory inbox holds it: metadata plus the encrypted payload."""
+
+    row: EventRow
+    ciphertext: bytes | None
+
+
+class InMemoryInbox:
+    """The inbox port in dicts, payloads encrypted like the real stores.
+
+    Set ``unavailable = True`` to make every write raise StorageUnavailable (the store is
+    "down"), as a test of the 503 path needs. ``events``, ``requests`` and ``audit`` are public
+    so a test can look at what was stored.
+    """
+
+    def __init__(self, keyring: KeyRing, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self.events: dict[int, StoredEvent] = {}
+        self.requests: list[RequestRow] = []
+        self.audit: list[AuditRow] = []
+        self._keys: dict[tuple[str, str], int] = {}
+        self.unavailable = False
+        self.opened = False
+
+    async def __aenter__(self) -> InMemoryInbox:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+        self.opened = True
+
+    async def close(self) -> None:
+        """Nothing to release."""
+        self.opened = False
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable while ``unavailable`` is set."""
+        self._check()
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise StorageUnavailable("the in-memory inbox is set unavailable")
+
+    async def accept(self, envelope: Envelope, request: RequestRecord) -> bool:
+        """Store the event once per (source, event_id); log the request either way."""
+        self._check()
+        e = envelope
+        key = (e.source, e.event_id)
+        new = key not in self._keys
+        if new:
+            pk = len(self.events) + 1
+            received = as_utc(e.received_at)
+            row = EventRow(
+                id=pk,
+                source=e.source,
+                vendor=e.vendor,
+                event_id=e.event_id,
+                type=e.type,
+                subject=e.subject,
+                status=initial_status(e.handled),
+                attempts=0,
+                received_at=received,
+                occurred_at=None if e.occurred_at is None else as_utc(e.occurred_at),
+                secret_index=e.secret_index,
+                next_attempt_at=received if e.handled else None,
+                payload_purged=False,
+            )
+            blob = self._keyring.encrypt(e.payload, payload_aad(e.source, e.event_id))
+            self.events[pk] = StoredEvent(row, blob)
+            self._keys[key] = pk
+        if request.event_id is None:
+            request = replace(request, event_id=e.event_id)
+        self._log(request if new else replace(request, outcome=OUTCOME_DUPLICATE))
+        return new
+
+    async def log_request(self, record: RequestRecord) -> None:
+        """Append a request-log row."""
+        self._check()
+        self._log(record)
+
+    def _log(self, r: RequestRecord) -> None:
+        self.requests.append(
+            RequestRow(
+                id=len(self.requests) + 1,
+                source=r.source,
+                received_at=as_utc(r.received_at),
+                remote_addr=r.remote_addr,
+                size=r.size,
+                status=r.status,
+                outcome=r.outcome,
+                cause=r.cause,
+                event_id=r.event_id,
+            )
+        )
+
+    async def list_events(self, flt: EventFilter) -> list[EventRow]:
+        """Events matching ``flt``, newest first."""
+        rows = [
+            s.row
+            for s in reversed(self.events.values())
+            if (flt.source is None or s.row.source == flt.source)
+            and (flt.status is None or s.row.status == flt.status)
+            and (flt.type is None or s.row.type == flt.type)
+        ]
+        return rows[: flt.limit]
+
+    async def get_event(self, event_pk: int) -> EventRow | None:
+        """One event's metadata, or None."""
+        stored = self.events.get(event_pk)
+        return None if stored is None else stored.row
+
+    async def read_payload(self, event_pk: int, actor: str) -> bytes | None:
+        """Decrypt one payload and audit the access; None once purged or unknown."""
+        stored = self.events.get(event_pk)
+        if stored is None or stored.ciphertext is None:
+            return None
+        row = stored.row
+        plaintext = self._keyring.decrypt(stored.ciphertext, payload_aad(row.source, row.event_id))
+        self._check()
+        self.audit.append(
+            AuditRow(
+                id=len(self.audit) + 1,
+                at=as_utc(self._clock()),
+                actor=actor,
+                action=ACTION_PAYLOAD_VIEW,
+                event_id=event_pk,
+                detail="",
+            )
+        )
+        return plaintext
+
+    async def list_requests(self, limit: int = 100, source: str | None = None) -> list[RequestRow]:
+        """Request-log rows, newest first."""
+        rows = [r for r in reversed(self.requests) if source is None or r.source == source]
+        return rows[:limit]
+
+    async def list_audit(self, limit: int = 100) -> list[AuditRow]:
+        """Audit rows, newest first."""
+        return list(reversed(self.audit))[:limit]
+
+
+# --- (other fakes: fake clock, signed-request builder ... are added below by their owners) ---

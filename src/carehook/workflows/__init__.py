@@ -1,0 +1,104 @@
+"""Workflows: which ordered, named, idempotent steps run for which (vendor, event type).
+
+A step gets a :class:`StepContext` and returns a :class:`StepResult`. The worker records each
+finished step; a retry resumes at the first unfinished one, so a finished step never runs again.
+A step's *database* effects (its :class:`TimelineEntry`) are committed in the same transaction
+as its step record, so they happen exactly once; effects outside carehook (an EHR write, an
+alert) must be idempotent themselves (conditional creates, de-duplication keys), because a crash
+between the effect and its record repeats the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """A claimed event, as the worker and its steps see it (payload decrypted, parsed)."""
+
+    pk: int
+    source: str
+    vendor: str
+    event_id: str
+    type: str
+    subject: str
+    attempts: int
+    received_at: datetime
+    payload: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line of a subject's status timeline, committed with the step that produced it."""
+
+    subject: str
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """How a step ended: ``ok``, ``skipped: <why>`` or ``refused: <why>``; no PHI in detail."""
+
+    outcome: str = "ok"
+    detail: str = ""
+    timeline: TimelineEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a step may use."""
+
+    item: WorkItem
+    now: datetime
+
+
+StepFn = Callable[[StepContext], Awaitable[StepResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A named, idempotent unit of work."""
+
+    name: str
+    run: StepFn
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """An ordered list of steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+
+class Router:
+    """Maps (vendor, event type) to a workflow; unknown pairs have none."""
+
+    def __init__(self, routes: Mapping[tuple[str, str], Workflow],
+                 fallback: Workflow | None = None) -> None:
+        self._routes = dict(routes)
+        self._fallback = fallback
+
+    def route(self, vendor: str, event_type: str) -> Workflow | None:
+        """The workflow for this event, or the fallback."""
+        return self._routes.get((vendor, event_type), self._fallback)
+
+
+async def record_subject_state(ctx: StepContext) -> StepResult:
+    """Record the event in its subject's status timeline (state = the event type)."""
+    item = ctx.item
+    return StepResult(detail="recorded", timeline=TimelineEntry(item.subject, item.type))
+
+
+#: the workflow every handled event runs until its vendor's clinical workflow exists
+RECORD_ONLY = Workflow("record", (Step("subject.record", record_subject_state),))
+
+
+def default_router() -> Router:
+    """Every handled event type records its subject's state."""
+    return Router({}, fallback=RECORD_ONLY)

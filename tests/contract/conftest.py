@@ -1,0 +1,141 @@
+"""Builders and per-adapter probes for the inbox contract suite.
+
+The probes are the only place the suite knows which adapter it runs on: how to make the store
+unable to commit (``outage``) and how to read what it wrote to disk (``raw_storage``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from carehook.envelope import Envelope, RequestRecord
+from carehook.inbox.port import InboxStore
+from carehook.inbox.postgres import PostgresInbox
+from carehook.inbox.sqlite import SqliteInbox
+from carehook.testing import InMemoryInbox
+
+NOW = datetime(2026, 5, 10, 9, 30, 15, 123456, tzinfo=UTC)
+_serial = count(1)
+
+MakeEnvelope = Callable[..., Envelope]
+MakeRecord = Callable[..., RequestRecord]
+
+
+@pytest.fixture
+def make_envelope() -> MakeEnvelope:
+    """A builder of valid envelopes; every call gets a new event id unless one is given."""
+
+    def make(**overrides: Any) -> Envelope:
+        n = next(_serial)
+        fields: dict[str, Any] = {
+            "source": "abridge-prod",
+            "vendor": "abridge",
+            "event_id": f"evt_{n:06d}",
+            "type": "encounter.session.completed",
+            "subject": f"abridge:session:s{n}",
+            "occurred_at": NOW - timedelta(seconds=3),
+            "received_at": NOW + timedelta(milliseconds=n),
+            "payload": b'{"session_id": "s%d", "patient": "Jane Doe"}' % n,
+            "secret_index": 0,
+            "handled": True,
+        }
+        fields.update(overrides)
+        return Envelope(**fields)
+
+    return make
+
+
+@pytest.fixture
+def make_record() -> MakeRecord:
+    """A builder of request-log records, by default the one ingress writes for ``envelope``."""
+
+    def make(envelope: Envelope | None = None, **overrides: Any) -> RequestRecord:
+        record = RequestRecord(
+            source=envelope.source if envelope else "abridge-prod",
+            received_at=envelope.received_at if envelope else NOW,
+            remote_addr="203.0.113.7",
+            size=len(envelope.payload) if envelope else 0,
+            status=200,
+            outcome="accepted",
+            event_id=envelope.event_id if envelope else None,
+        )
+        return replace(record, **overrides)
+
+    return make
+
+
+def _outage(store: InboxStore) -> AbstractAsyncContextManager[None]:
+    """Make ``store`` unable to commit for the duration of the block."""
+    if isinstance(store, InMemoryInbox):
+        return _memory_outage(store)
+    if isinstance(store, SqliteInbox):
+        return _sqlite_outage(store.path)
+    assert isinstance(store, PostgresInbox)
+    return _postgres_outage(store.url)
+
+
+@asynccontextmanager
+async def _memory_outage(store: InMemoryInbox) -> AsyncIterator[None]:
+    store.unavailable = True
+    try:
+        yield
+    finally:
+        store.unavailable = False
+
+
+@asynccontextmanager
+async def _sqlite_outage(path: Path) -> AsyncIterator[None]:
+    # another writer holds the database's write lock longer than the store's busy_timeout
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+@asynccontextmanager
+async def _postgres_outage(url: str) -> AsyncIterator[None]:
+    # another session holds the tables longer than the store's lock_timeout
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute("LOCK TABLE events, requests, audit IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await conn.rollback()
+
+
+async def _raw_storage(store: InboxStore) -> bytes:
+    """Every byte the store keeps of its payloads, as an attacker with the disk would see it."""
+    if isinstance(store, InMemoryInbox):
+        return b"".join(s.ciphertext or b"" for s in store.events.values())
+    if isinstance(store, SqliteInbox):
+        files = [store.path, Path(f"{store.path}-wal")]
+        return b"".join(p.read_bytes() for p in files if p.exists())
+    assert isinstance(store, PostgresInbox)
+    async with await psycopg.AsyncConnection.connect(store.url) as conn:
+        cur = await conn.execute("SELECT payload FROM events")
+        return b"".join(bytes(row[0]) for row in await cur.fetchall() if row[0] is not None)
+
+
+@pytest.fixture
+def outage() -> Callable[[InboxStore], AbstractAsyncContextManager[None]]:
+    """``async with outage(store):`` the store cannot commit (a lock held past its timeout)."""
+    return _outage
+
+
+@pytest.fixture
+def raw_storage() -> Callable[[InboxStore], Awaitable[bytes]]:
+    """``await raw_storage(store)``: the stored payload bytes as they lie on disk."""
+    return _raw_storage

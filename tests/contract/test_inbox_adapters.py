@@ -1,0 +1,230 @@
+"""What only one adapter promises: files and pragmas, migrations on open, failure handling."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from carehook.crypto import KeyRing
+from carehook.envelope import Envelope, RequestRecord
+from carehook.errors import ConfigError, StorageError, StorageUnavailable
+from carehook.inbox import migrate, open_store
+from carehook.inbox.port import EventFilter
+from carehook.inbox.postgres import PostgresInbox
+from carehook.inbox.sqlite import SqliteInbox
+from carehook.testing import InMemoryInbox
+
+MakeEnvelope = Callable[..., Envelope]
+MakeRecord = Callable[..., RequestRecord]
+
+
+# --- open_store --------------------------------------------------------------------------------
+
+
+def test_open_store_picks_the_adapter_by_url(keyring: KeyRing, sqlite_url: str) -> None:
+    """sqlite:///, postgresql:// (and postgres://) and memory:// name their adapters."""
+    assert isinstance(open_store(sqlite_url, keyring), SqliteInbox)
+    assert isinstance(open_store("postgresql://u@h:5432/d", keyring), PostgresInbox)
+    assert isinstance(open_store("postgres://u@h/d", keyring), PostgresInbox)
+    assert isinstance(open_store("memory://", keyring), InMemoryInbox)
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/d", "sqlite://", "sqlite:///:memory:", ""])
+def test_open_store_refuses_other_urls(keyring: KeyRing, url: str) -> None:
+    """A URL no adapter can serve is a configuration error, not a crash later."""
+    with pytest.raises(ConfigError):
+        open_store(url, keyring)
+
+
+# --- SQLite ------------------------------------------------------------------------------------
+
+
+async def test_sqlite_file_is_private_wal_and_migrated(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """open() creates the directory and a 0600 file in WAL mode at the newest schema."""
+    async with SqliteInbox(sqlite_url, keyring) as inbox:
+        env = make_envelope()
+        await inbox.accept(env, make_record(env))
+        for path in (inbox.path, Path(f"{inbox.path}-wal")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        conn = sqlite3.connect(inbox.path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    assert migrate.is_current(sqlite_url)
+
+
+async def test_sqlite_without_auto_migrate_refuses_an_old_schema(
+    keyring: KeyRing, sqlite_url: str
+) -> None:
+    """With auto_migrate off, open() on an unmigrated file asks for `carehook db upgrade`."""
+    inbox = SqliteInbox(sqlite_url, keyring, auto_migrate=False)
+    with pytest.raises(ConfigError, match="db upgrade"):
+        await inbox.open()
+    migrate.upgrade(sqlite_url)
+    async with SqliteInbox(sqlite_url, keyring, auto_migrate=False) as inbox:
+        await inbox.ping()
+
+
+async def test_sqlite_events_survive_reopening(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """What accept acknowledged is there after close and reopen (and still a duplicate)."""
+    env = make_envelope()
+    async with SqliteInbox(sqlite_url, keyring) as inbox:
+        assert await inbox.accept(env, make_record(env))
+    async with SqliteInbox(sqlite_url, keyring) as inbox:
+        assert await inbox.accept(env, make_record(env)) is False
+        (row,) = await inbox.list_events(EventFilter())
+        assert await inbox.read_payload(row.id, actor="t") == env.payload
+
+
+async def test_sqlite_closed_store_refuses_writes(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """After close() a write is StorageUnavailable, never a hang."""
+    inbox = SqliteInbox(sqlite_url, keyring)
+    await inbox.open()
+    await inbox.close()
+    env = make_envelope()
+    with pytest.raises(StorageUnavailable):
+        await inbox.accept(env, make_record(env))
+    with pytest.raises(StorageUnavailable):
+        await inbox.ping()
+
+
+async def test_sqlite_bad_row_fails_alone_and_leaves_nothing_half_written(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """A row the database refuses fails its own call only; its event row is rolled back too."""
+    async with SqliteInbox(sqlite_url, keyring, busy_timeout=5) as inbox:
+        conn = sqlite3.connect(inbox.path, isolation_level=None)
+        # the request-log insert fails *after* its event row went in, inside the same batch
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.remote_addr = 'bad'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        )
+        envs = [make_envelope() for _ in range(6)]
+        records = [
+            make_record(e, remote_addr="bad" if i == 3 else "ok") for i, e in enumerate(envs)
+        ]
+        # hold the write lock until every call is queued, so that they share one batch
+        conn.execute("BEGIN IMMEDIATE")
+        calls = [
+            asyncio.ensure_future(inbox.accept(e, r)) for e, r in zip(envs, records, strict=True)
+        ]
+        await asyncio.sleep(0.1)
+        conn.execute("ROLLBACK")
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        conn.close()
+
+        assert type(results[3]) is StorageError
+        assert [r for i, r in enumerate(results) if i != 3] == [True] * 5
+        stored = {r.event_id for r in await inbox.list_events(EventFilter())}
+        assert stored == {e.event_id for i, e in enumerate(envs) if i != 3}
+        assert len(await inbox.list_requests()) == 5
+
+
+async def test_sqlite_commits_are_shared_under_load(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """Calls queued while the writer is busy are committed together in one transaction."""
+    async with SqliteInbox(sqlite_url, keyring, busy_timeout=5) as inbox:
+        conn = sqlite3.connect(inbox.path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # the writer blocks on its first batch meanwhile
+        envs = [make_envelope() for _ in range(50)]
+        calls = [asyncio.ensure_future(inbox.accept(e, make_record(e))) for e in envs]
+        await asyncio.sleep(0.1)
+        conn.execute("ROLLBACK")
+        conn.close()
+        assert await asyncio.gather(*calls) == [True] * 50
+        # the writer took what was queued when it woke (at least the first call), and everything
+        # that queued behind it while it waited for the lock went into the next transaction
+        assert inbox.commits <= 2
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_postgres_open_refuses_an_unmigrated_database(
+    keyring: KeyRing, pg_empty_url: str
+) -> None:
+    """By default PostgreSQL is never migrated silently: open() names the command to run."""
+    with pytest.raises(ConfigError, match="carehook db upgrade"):
+        await PostgresInbox(pg_empty_url, keyring).open()
+    async with PostgresInbox(pg_empty_url, keyring, auto_migrate=True) as inbox:
+        await inbox.ping()
+    assert migrate.is_current(pg_empty_url)
+
+
+@pytest.mark.postgres
+async def test_postgres_unreachable_server_is_unavailable(keyring: KeyRing) -> None:
+    """A server that refuses connections makes open() raise StorageUnavailable."""
+    inbox = PostgresInbox("postgresql://postgres@127.0.0.1:1/nowhere", keyring, timeout=1)
+    with pytest.raises(StorageUnavailable):
+        await inbox.open()
+
+
+@pytest.mark.postgres
+async def test_postgres_killed_connections_are_replaced(
+    keyring: KeyRing, pg_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """After every pooled backend is terminated, the next accept still commits."""
+    async with PostgresInbox(pg_url, keyring, min_size=3) as inbox:
+        first = make_envelope()
+        assert await inbox.accept(first, make_record(first))
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            cur = await admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            (killed,) = await cur.fetchone() or (0,)
+        assert killed >= 1
+        env = make_envelope()
+        assert await inbox.accept(env, make_record(env)) is True
+        assert await inbox.accept(env, make_record(env)) is False
+        assert len(await inbox.list_events(EventFilter())) == 2
+
+
+@pytest.mark.postgres
+async def test_postgres_two_processes_never_double_store_nor_deadlock(
+    keyring: KeyRing, pg_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """Two stores on one database (two ingress processes) see each event as new exactly once.
+
+    They get the same events in opposite orders. A third session first holds the middle key,
+    so both INSERTs are in flight and meet there: inserting in call order would deadlock;
+    every batch locking its keys in one global order must not.
+    """
+    n = 200
+    envs = [make_envelope() for _ in range(n)]
+    middle = envs[n // 2]
+    opts: dict[str, Any] = {"flushers": 1, "batch_cap": n}
+    async with (
+        PostgresInbox(pg_url, keyring, **opts) as a,
+        PostgresInbox(pg_url, keyring, **opts) as b,
+        await psycopg.AsyncConnection.connect(pg_url) as blocker,
+    ):
+        await blocker.execute(
+            "INSERT INTO events (source, vendor, event_id, type, subject, received_at,"
+            " secret_index, status) VALUES (%s, 'v', %s, 't', 's', now(), 0, 'pending')",
+            (middle.source, middle.event_id),
+        )
+        calls = asyncio.gather(
+            *(a.accept(e, make_record(e)) for e in envs),
+            *(b.accept(e, make_record(e)) for e in reversed(envs)),
+        )
+        await asyncio.sleep(0.3)  # both batches are now waiting on the middle key
+        await blocker.rollback()
+        results = await calls
+        assert results.count(True) == n
+        assert len(await a.list_events(EventFilter(limit=2 * n))) == n
+        assert len(await a.list_requests(limit=4 * n)) == 2 * n
