@@ -1,4 +1,4 @@
-"""Ingest benchmark: verified + durably committed requests/s and ack latency, beside a bare endpoint.
+"""Ingest benchmark: verified, durably committed requests/s and ack latency vs a bare endpoint.
 
 Starts, one after the other on this machine and under the same load from wrk:
   1. a bare Starlette endpoint that answers 200 without work (the ceiling),

@@ -44,7 +44,8 @@ def render_default_config() -> str:
     """The text of a fresh config with new random secrets."""
     parts = [_HEADER]
     for name, vendor in DEFAULT_SOURCES:
-        parts.append(f'\n[sources.{name}]\nvendor = "{vendor}"\nsecrets = ["{_secret_for(vendor)}"]\n')
+        secret = _secret_for(vendor)
+        parts.append(f'\n[sources.{name}]\nvendor = "{vendor}"\nsecrets = ["{secret}"]\n')
     return "".join(parts)
 
 

@@ -75,7 +75,8 @@ def _try_secrets(
         try:
             source.scheme.verify(request, (secret,), now)
         except VerificationError as exc:
-            out.lines.append(f"secret #{i}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""))
+            detail = f" ({exc.detail})" if exc.detail else ""
+            out.lines.append(f"secret #{i}: {exc.reason}{detail}")
             if exc.reason == "timestamp_skew" and exc.skew_seconds is not None:
                 _retry_without_skew(source, request, now, exc.skew_seconds, secret, i, out)
             continue

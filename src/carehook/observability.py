@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -51,14 +51,18 @@ def processors(json: bool) -> list[Any]:
     ]
 
 
-def configure_logging(level: str = "info", json: bool | None = None) -> None:
-    """Configure structlog (JSON when stderr is not a TTY) and quiet library loggers."""
+def configure_logging(level: str = "info", json: bool | None = None, cache: bool = True) -> None:
+    """Configure structlog (JSON when stderr is not a TTY) and quiet library loggers.
+
+    ``cache`` binds each logger once on first use (cheaper on the hot path); tests that
+    reconfigure logging afterwards pass False.
+    """
     as_json = (not sys.stderr.isatty()) if json is None else json
     structlog.configure(
         processors=processors(as_json),
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     # uvicorn's own loggers print client addresses and paths only; keep its errors, not access
     logging.getLogger("uvicorn.access").disabled = True
@@ -76,6 +80,16 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     ack_seconds: Histogram
+    _children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+
+    def observe_request(self, source: str, outcome: str, seconds: float) -> None:
+        """Count one answered delivery and its ack time (label lookups cached: hot path)."""
+        child = self._children.get((source, outcome))
+        if child is None:
+            child = (self.requests.labels(source, outcome), self.ack_seconds.labels(outcome))
+            self._children[(source, outcome)] = child
+        child[0].inc()
+        child[1].observe(seconds)
 
     @classmethod
     def create(cls) -> Metrics:

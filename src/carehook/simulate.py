@@ -31,7 +31,9 @@ def build_deliveries(
     if event_type not in source.vendor.event_types:
         known = ", ".join(source.vendor.event_types) or "(any type)"
         if source.vendor.name != "standard-webhooks":
-            raise ConfigError(f"{source.vendor.name} has no event type {event_type!r}; known: {known}")
+            raise ConfigError(
+                f"{source.vendor.name} has no event type {event_type!r}; known: {known}"
+            )
     if not source.secrets:
         raise ConfigError(f"source {source.name!r} has no secret to sign with")
     seed = int(time.time() * 1000)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carehook.errors import ConfigError
-from carehook.settings import load_settings, resolve_secret
+from carehook.settings import IPNetwork, load_settings, resolve_secret
 from carehook.sources import build_sources, client_address
 from carehook.vendors import builtin_vendors
 
@@ -73,7 +73,8 @@ def test_env_secrets_resolve_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_source_repr_hides_secrets(tmp_path: Path) -> None:
     """Neither settings nor a built source print their secrets."""
-    settings = load_settings(_cfg(tmp_path, '[sources.a]\nvendor = "abridge"\nsecrets = ["S3CR3T"]\n'))
+    text = '[sources.a]\nvendor = "abridge"\nsecrets = ["S3CR3T"]\n'
+    settings = load_settings(_cfg(tmp_path, text))
     source = build_sources(settings, builtin_vendors())["a"]
     assert "S3CR3T" not in repr(settings)
     assert "S3CR3T" not in repr(source)
@@ -95,6 +96,8 @@ NETS = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32")
         ("127.0.0.1", None, NETS, "127.0.0.1"),
     ],
 )
-def test_client_address_behind_proxies(peer: str, xff: str | None, trusted: list, want: str) -> None:  # type: ignore[type-arg]
+def test_client_address_behind_proxies(
+    peer: str, xff: str | None, trusted: list[IPNetwork], want: str
+) -> None:
     """X-Forwarded-For is read right to left, only when the peer is a trusted proxy."""
     assert client_address(peer, xff, trusted) == want
