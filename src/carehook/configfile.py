@@ -40,12 +40,25 @@ def _secret_for(vendor: str) -> str:
     return secrets.token_urlsafe(32)
 
 
+#: commented hints written under a vendor's source (Healthie publishes its sending addresses)
+_HINTS = {
+    "healthie": (
+        "# Healthie signs no timestamp: restrict senders to its published addresses in production\n"
+        '# allow_ips = ["52.4.158.130/32", "3.216.152.234/32", "54.243.233.84/32", '
+        '"50.19.211.21/32"]\n'
+        "# public_path = \"/webhooks/healthie\"   # the exact path registered with Healthie\n"
+    ),
+    "openevidence": "# allow_bare_signature = false   # refuse the untimestamped hex form\n",
+}
+
+
 def render_default_config() -> str:
     """The text of a fresh config with new random secrets."""
     parts = [_HEADER]
     for name, vendor in DEFAULT_SOURCES:
         secret = _secret_for(vendor)
         parts.append(f'\n[sources.{name}]\nvendor = "{vendor}"\nsecrets = ["{secret}"]\n')
+        parts.append(_HINTS.get(vendor, ""))
     return "".join(parts)
 
 
