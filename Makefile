@@ -3,13 +3,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit bench-ingest clean help
+.PHONY: run test lint unit bench-ingest bench-worker clean help
 
 help:
 	@echo "make run    - create .venv, install, start the gateway on 127.0.0.1:8000 (SQLite in ./.carehook/)"
 	@echo "make test   - install the dev extras, lint, and run the whole test suite"
 	@echo "make lint   - ruff, mypy --strict, import-linter"
 	@echo "make bench-ingest - ingest benchmark against a bare endpoint (needs wrk: apt-get install wrk)"
+	@echo "make bench-worker - worker events/s (SQLite, PostgreSQL 1 and 2 processes), receive-to-done latency"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ unit: $(VENV)/.dev-installed
 
 bench-ingest: $(VENV)/.dev-installed
 	$(BIN)/python bench/ingest.py
+
+bench-worker: $(VENV)/.dev-installed
+	$(BIN)/python bench/worker.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

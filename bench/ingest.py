@@ -166,7 +166,8 @@ def main() -> None:
         f'[sources.abridge]\nvendor = "abridge"\nsecrets = ["{secret}"]\n')
     print(f"ingest benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s, pre-signed Abridge "
           f"events, {os.cpu_count()} cores", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(work)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(work), os.environ.get("PYTHONPATH")]))}
     env.pop("CAREHOOK_CONFIG", None)
     uv = [str(BIN / "uvicorn"), "--log-level", "warning", "--no-access-log"]
     p1, p2 = free_port(), free_port()

@@ -1,4 +1,4 @@
-"""The one composition root: settings → key ring, store, sources, metrics → the app.
+"""The one composition root: settings → key ring, store, sources, metrics → the app and worker.
 
 Nothing is built at import time anywhere in carehook; everything that holds a connection, a
 key or a secret is built here, from one Settings, and handed to what needs it.
@@ -6,22 +6,34 @@ key or a secret is built here, from one Settings, and handed to what needs it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import uvicorn
 
 from carehook.crypto import KeyRing, load_key_ring
 from carehook.inbox import open_store
 from carehook.inbox.port import InboxStore
+from carehook.inbox.work import WorkStore
 from carehook.observability import Metrics
-from carehook.settings import Settings
+from carehook.settings import Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
-from carehook.web.app import Gateway, create_app
+from carehook.web.app import Background, Gateway, create_app
 from carehook.web.ingress import Ingress
+from carehook.worker.engine import Worker, utcnow
+from carehook.worker.metrics import WorkerMetrics
+from carehook.worker.policy import RetryPolicy
+from carehook.worker.purge import Purger
+from carehook.workflows import Router, default_router
+
+
+class Store(InboxStore, WorkStore, Protocol):
+    """Both halves of the storage port, as every adapter implements them."""
 
 
 @dataclass(slots=True)
@@ -30,9 +42,10 @@ class Components:
 
     settings: Settings
     keyring: KeyRing
-    store: InboxStore
+    store: Store
     sources: dict[str, Source]
     metrics: Metrics
+    worker_metrics: WorkerMetrics
 
 
 def build_keyring(settings: Settings) -> KeyRing:
@@ -40,30 +53,86 @@ def build_keyring(settings: Settings) -> KeyRing:
     return load_key_ring(settings.data_dir, os.environ.get("CAREHOOK_DATA_KEYS"))
 
 
-def build_store(settings: Settings, keyring: KeyRing) -> InboxStore:
+def build_store(settings: Settings, keyring: KeyRing) -> Store:
     """The inbox adapter named by the storage URL (not opened yet)."""
     embedded = settings.storage_url.startswith("sqlite")
-    return open_store(
+    store = open_store(
         settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate
     )
+    return cast(Store, store)  # every adapter implements both halves of the port
 
 
 def build_components(settings: Settings, store: InboxStore | None = None) -> Components:
     """Build every component from settings; ``store`` replaces the configured one (tests)."""
     keyring = build_keyring(settings)
+    metrics = Metrics.create()
     return Components(
         settings=settings,
         keyring=keyring,
-        store=store if store is not None else build_store(settings, keyring),
+        store=cast(Store, store) if store is not None else build_store(settings, keyring),
         sources=build_sources(settings, builtin_vendors()),
-        metrics=Metrics.create(),
+        metrics=metrics,
+        worker_metrics=WorkerMetrics.create(metrics.registry),
     )
 
 
-def build_app(components: Components, clock: Callable[[], float] = time.time) -> Gateway:
-    """The gateway ASGI app over ``components``."""
+def build_app(
+    components: Components, clock: Callable[[], float] = time.time, *, worker: bool | None = None
+) -> Gateway:
+    """The gateway ASGI app over ``components``, running the worker and the purge timer beside
+    the ingress when ``worker`` (default: the ``[worker] enabled`` setting) is true."""
     ingress = Ingress(components.sources, components.store, components.metrics, clock)
-    return create_app(ingress, components.store, components.metrics)
+    enabled = components.settings.worker.enabled if worker is None else worker
+    background: list[Background] = []
+    if enabled:
+        background = [build_worker(components).run, build_purger(components).run]
+    return create_app(ingress, components.store, components.metrics, background)
+
+
+def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:
+    """Each source's retry policy by source name (a source no longer configured: defaults)."""
+    policies = {
+        name: RetryPolicy(cfg.retry_base_seconds, cfg.retry_cap_seconds, cfg.max_attempts)
+        for name, cfg in settings.sources.items()
+    }
+    default = RetryPolicy()
+    return lambda source: policies.get(source, default)
+
+
+def build_router(settings: Settings) -> Router:  # noqa: ARG001 (workflows will read destinations)
+    """Which workflow each (vendor, event type) runs: for now, every handled event records its
+    subject's state (the vendors' clinical workflows come with the connectors)."""
+    return default_router()
+
+
+def build_worker(
+    components: Components, *, concurrency: int | None = None, router: Router | None = None
+) -> Worker:
+    """The worker over the components' store, configured by ``[worker]``."""
+    cfg = components.settings.worker
+    return Worker(
+        components.store,
+        router or build_router(components.settings),
+        build_policies(components.settings),
+        concurrency=concurrency or cfg.concurrency,
+        lease_seconds=cfg.lease_seconds,
+        poll_seconds=cfg.poll_seconds,
+        shutdown_grace_seconds=cfg.shutdown_grace_seconds,
+        metrics=components.worker_metrics,
+    )
+
+
+def build_purger(components: Components) -> Purger:
+    """The retention purge over the components' store, with each source's retention."""
+    settings = components.settings
+    return Purger(
+        components.store,
+        {name: cfg.retention_days for name, cfg in settings.sources.items()},
+        default_retention_days=SourceSettings.model_fields["retention_days"].default,
+        dedup_days=settings.worker.dedup_days,
+        interval_seconds=settings.worker.purge_interval_seconds,
+        clock=utcnow,
+    )
 
 
 def server_config(app: Gateway, host: str, port: int) -> uvicorn.Config:
@@ -76,3 +145,16 @@ def server_config(app: Gateway, host: str, port: int) -> uvicorn.Config:
         app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
         proxy_headers=False, lifespan="on",
     )  # fmt: skip
+
+
+async def run_worker(
+    components: Components, stop: asyncio.Event, *, concurrency: int | None = None
+) -> None:
+    """``carehook worker``: open the store, run the worker and the purge timer until ``stop``."""
+    await components.store.open()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(build_worker(components, concurrency=concurrency).run(stop))
+            group.create_task(build_purger(components).run(stop))
+    finally:
+        await components.store.close()

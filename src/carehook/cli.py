@@ -1,93 +1,48 @@
-"""The ``carehook`` command: serve the gateway, simulate vendors, explain, inspect."""
+"""The ``carehook`` command: serve the gateway, run workers, simulate vendors, explain, inspect.
+
+The operator's inspection and replay commands live in :mod:`carehook.cli_events`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from carehook import __version__
+from carehook.cli_common import (
+    ConfigOpt,
+    JsonOpt,
+    err,
+    jsonable,
+    out,
+    run,
+    settings_of,
+    table,
+    with_store,
+)
+from carehook.cli_events import dlq_app, events_app, purge, status
 from carehook.errors import CarehookError, ConfigError
-from carehook.settings import DEFAULT_CONFIG_PATH, Settings, config_path, load_settings
+from carehook.settings import DEFAULT_CONFIG_PATH, config_path, load_settings
 
-T = TypeVar("T")
 app = typer.Typer(
     help="carehook: the secure, durable front door for clinical-AI webhooks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-events_app = typer.Typer(help="List and inspect stored events.", no_args_is_help=True)
 requests_app = typer.Typer(help="The request log: every delivery, accepted or not.",
                            no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(requests_app, name="requests")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="carehook.toml (default: $CAREHOOK_CONFIG or "
-                 f"{DEFAULT_CONFIG_PATH})", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _settings(config: Path | None) -> Settings:
-    return load_settings(config_path(config))
-
-
-def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def _with_store(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    from carehook.bootstrap import build_keyring, build_store
-
-    async def go() -> T:
-        store = build_store(settings, build_keyring(settings))
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return _run(go())
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def _table(title: str, rows: list[Any], columns: list[str]) -> None:
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        data = _jsonable(row)
-        table.add_row(*("" if data.get(c) is None else str(data.get(c)) for c in columns))
-    out.print(table)
 
 
 @app.callback(invoke_without_command=True)
@@ -122,8 +77,11 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    worker: Annotated[bool | None, typer.Option(
+        "--worker/--no-worker", help="Run a worker in-process (default: [worker] enabled).",
+        show_default=False)] = None,
 ) -> None:
-    """Run the gateway (ingress; the embedded SQLite store unless storage.url says otherwise)."""
+    """Run the gateway: ingress and, by default, a worker and the retention purge in-process."""
     import uvicorn
 
     from carehook.bootstrap import build_app, build_components, server_config
@@ -133,7 +91,8 @@ def serve(
     path = config_path(config)
     if not path.exists() and config is None:
         write_default_config(path)
-        err.print(f"[bold]No config found: wrote {path}[/bold] (one source per vendor, new secrets)")
+        err.print(f"[bold]No config found: wrote {path}[/bold] "
+                  "(one source per vendor, new secrets)")
     settings = load_settings(path)
     configure_logging(settings.log_level)
     components = build_components(settings)
@@ -144,7 +103,39 @@ def serve(
         "serve.starting", host=bind_host, port=bind_port, config=str(path),
         storage=settings.storage_url.split(":", 1)[0],
     )  # fmt: skip
-    uvicorn.Server(server_config(build_app(components), bind_host, bind_port)).run()
+    gateway = build_app(components, worker=worker)
+    # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown, which stops the worker gracefully
+    uvicorn.Server(server_config(gateway, bind_host, bind_port)).run()
+
+
+@app.command("worker")
+def worker_cmd(
+    config: ConfigOpt = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, max=1024, help="Events at once (default: [worker] concurrency).",
+        show_default=False)] = None,
+) -> None:
+    """Process stored events without serving HTTP; SIGTERM/SIGINT stop it gracefully.
+
+    Any number of workers (and `serve` processes) may share one PostgreSQL database.
+    """
+    import signal
+
+    from carehook.bootstrap import build_components, run_worker
+    from carehook.observability import configure_logging
+
+    settings = settings_of(config)
+    configure_logging(settings.log_level)
+    components = build_components(settings)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(components, stop, concurrency=concurrency)
+
+    run(go())
 
 
 def _print_welcome(path: Path, host: str, port: int) -> None:
@@ -153,7 +144,7 @@ def _print_welcome(path: Path, host: str, port: int) -> None:
         f"carehook {__version__} on http://{host}:{port}  (config: {path})\n"
         f"Send a first signed test event from another terminal:\n"
         f"  .venv/bin/carehook simulate abridge encounter.session.completed{cfg}\n"
-        f"then list it:  .venv/bin/carehook events ls{cfg}"
+        f"then see it processed:  .venv/bin/carehook events ls{cfg}"
     )
 
 
@@ -179,14 +170,16 @@ def simulate(
             for t in vendor.event_types:
                 out.print(f"  {t}")
             if not vendor.event_types:
-                out.print("  (any type, stored as unhandled; e.g. lab_result.available, message.created)")
+                out.print("  (any type, stored as unhandled; "
+                          "e.g. lab_result.available, message.created)")
         return
     if source is None or event_type is None:
         err.print("usage: carehook simulate SOURCE EVENT_TYPE (or --list)")
         raise typer.Exit(2)
-    settings = _settings(config)
+    settings = settings_of(config)
     if source not in settings.sources:
-        raise ConfigError(f"no source {source!r} in the config; known: {', '.join(settings.sources)}")
+        known = ", ".join(settings.sources)
+        raise ConfigError(f"no source {source!r} in the config; known: {known}")
     src = build_source(source, settings.sources[source], vendors)
     target = url or f"http://{settings.server.host}:{settings.server.port}/webhooks/{source}"
     failures = 0
@@ -195,7 +188,8 @@ def simulate(
             try:
                 status, text = send(target, delivery, client)
             except httpx.HTTPError as exc:
-                err.print(f"cannot reach {target}: {type(exc).__name__} (is `carehook serve` running?)")
+                err.print(f"cannot reach {target}: {type(exc).__name__} "
+                          "(is `carehook serve` running?)")
                 raise typer.Exit(1) from None
             failures += status != 200
             out.print(f"{n:>5} {delivery.event_type} -> {status} {text}")
@@ -219,7 +213,7 @@ def verify(
     from carehook.sources import build_source
     from carehook.vendors import builtin_vendors
 
-    settings = _settings(config)
+    settings = settings_of(config)
     if source not in settings.sources:
         raise ConfigError(f"no source {source!r} in the config")
     src = build_source(source, settings.sources[source], builtin_vendors())
@@ -233,63 +227,6 @@ def verify(
     raise typer.Exit(0 if result.ok else 1)
 
 
-_EVENT_COLUMNS = ["id", "source", "vendor", "event_id", "type", "subject", "status", "attempts",
-                  "received_at"]
-
-
-@events_app.command("ls")
-def events_ls(
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
-    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
-) -> None:
-    """List stored events, newest first."""
-    from carehook.inbox.port import EventFilter
-
-    flt = EventFilter(source=source, status=status, type=type_, limit=limit)
-    rows = _with_store(_settings(config), lambda s: s.list_events(flt))
-    if json_:
-        print(json.dumps(_jsonable(rows), indent=2))
-    else:
-        _table("events", rows, _EVENT_COLUMNS)
-
-
-@events_app.command("show")
-def events_show(
-    event: Annotated[int, typer.Argument(help="The event's id (first column of `events ls`).")],
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
-    payload: Annotated[bool, typer.Option(help="Also print the decrypted payload (audited).")] = False,
-    actor: Annotated[str, typer.Option(help="Who is looking, for the audit log.")] = "cli",
-) -> None:
-    """Show one event's metadata (and, with --payload, its decrypted payload)."""
-
-    async def work(store: Any) -> tuple[Any, bytes | None]:
-        row = await store.get_event(event)
-        data = await store.read_payload(event, actor) if (row and payload) else None
-        return row, data
-
-    row, data = _with_store(_settings(config), work)
-    if row is None:
-        err.print(f"no event {event}")
-        raise typer.Exit(1)
-    doc = _jsonable(row)
-    if payload:
-        doc["payload"] = None if data is None else data.decode("utf-8", errors="replace")
-    if json_:
-        print(json.dumps(doc, indent=2))
-        return
-    for key, value in doc.items():
-        if key != "payload":
-            out.print(f"{key:>16}: {value}", highlight=False)
-    if payload:
-        out.print("payload (access recorded in the audit log):")
-        print(doc["payload"] if doc["payload"] is not None else "(purged)")
-
-
 @requests_app.command("ls")
 def requests_ls(
     config: ConfigOpt = None,
@@ -298,11 +235,11 @@ def requests_ls(
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
 ) -> None:
     """List recent requests with their outcome and cause, newest first."""
-    rows = _with_store(_settings(config), lambda s: s.list_requests(limit, source))
+    rows = with_store(settings_of(config), lambda s: s.list_requests(limit, source))
     if json_:
-        print(json.dumps(_jsonable(rows), indent=2))
+        print(json.dumps(jsonable(rows), indent=2))
     else:
-        _table("requests", rows, ["id", "received_at", "source", "remote_addr", "size", "status",
+        table("requests", rows, ["id", "received_at", "source", "remote_addr", "size", "status",
                                   "outcome", "cause", "event_id"])
 
 
@@ -311,9 +248,13 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply database migrations up to the newest schema."""
     from carehook.inbox.migrate import upgrade
 
-    settings = _settings(config)
+    settings = settings_of(config)
     upgrade(settings.storage_url)
     out.print("schema is current")
+
+
+app.command()(status)
+app.command()(purge)
 
 
 def main() -> None:

@@ -17,7 +17,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from carehook.errors import ConfigError
@@ -47,6 +54,16 @@ class SourceSettings(BaseModel):
     signature_headers: dict[str, str] = Field(default_factory=dict)
     #: Abridge: the signed template, with {timestamp} and {body}
     signature_template: str | None = None
+    #: worker retries: exponential back-off with full jitter, from base up to cap, then dead
+    retry_base_seconds: float = Field(default=5.0, ge=0)
+    retry_cap_seconds: float = Field(default=3600.0, ge=0)
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> SourceSettings:
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("retry_cap_seconds must be at least retry_base_seconds")
+        return self
 
     @field_validator("allow_ips", "trusted_proxies", mode="before")
     @classmethod
@@ -75,6 +92,27 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
 
 
+class WorkerSettings(BaseModel):
+    """How events are processed: ``[worker]`` (``carehook serve`` and ``carehook worker``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: whether ``carehook serve`` runs a worker in-process (``carehook worker`` always does)
+    enabled: bool = True
+    #: events processed at once per process (different subjects; one subject is never parallel)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    #: a claimed event is held this long, renewed every third of it while it runs
+    lease_seconds: float = Field(default=30.0, gt=0)
+    #: the longest an idle worker waits before looking for due work again
+    poll_seconds: float = Field(default=1.0, gt=0)
+    #: on SIGTERM, in-flight events get this long to finish before they are released
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    #: dedup keys (event ids) of finished events are kept this long
+    dedup_days: int = Field(default=30, ge=1)
+    #: how often ``serve`` and ``worker`` purge expired payloads and dedup keys
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -86,6 +124,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     storage: StorageSettings = StorageSettings()
     server: ServerSettings = ServerSettings()
+    worker: WorkerSettings = WorkerSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
     @field_validator("sources")
@@ -104,11 +143,11 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003 (passed by name)
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 (passed by name)
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 (passed by name)
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment variables win over the file (passed as init values)."""
         return (env_settings, init_settings)

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from carehook.crypto import KeyRing
 from carehook.envelope import Envelope, RequestRecord
 from carehook.inbox.port import InboxStore
 from carehook.inbox.postgres import PostgresInbox
@@ -139,3 +140,85 @@ def outage() -> Callable[[InboxStore], AbstractAsyncContextManager[None]]:
 def raw_storage() -> Callable[[InboxStore], Awaitable[bytes]]:
     """``await raw_storage(store)``: the stored payload bytes as they lie on disk."""
     return _raw_storage
+
+
+# --- the work half ---------------------------------------------------------------------------
+
+#: as in tests/conftest.py: short lock waits, so a held lock shows up quickly
+TEST_LOCK_WAIT = 0.2
+
+
+class Clock:
+    """A settable clock the work stores read: tests move time instead of sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock forward; returns the new time."""
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock one minute after the builders' receipt times (so new events are due)."""
+    return Clock(NOW + timedelta(minutes=1))
+
+
+def _work_store(
+    kind: str, request: pytest.FixtureRequest, keyring: KeyRing, clock: Clock, sqlite_url: str
+) -> Any:
+    if kind == "memory":
+        return InMemoryInbox(keyring, clock=clock)
+    if kind == "sqlite":
+        return SqliteInbox(sqlite_url, keyring, busy_timeout=TEST_LOCK_WAIT, clock=clock)
+    url = request.getfixturevalue("pg_url")
+    return PostgresInbox(url, keyring, lock_timeout=TEST_LOCK_WAIT, timeout=2.0, clock=clock)
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+async def work_store(
+    request: pytest.FixtureRequest, keyring: KeyRing, clock: Clock, sqlite_url: str
+) -> AsyncIterator[Any]:
+    """An opened store of each kind (fake, SQLite, PostgreSQL) reading time from ``clock``."""
+    store = _work_store(request.param, request, keyring, clock, sqlite_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+async def racing_stores(
+    request: pytest.FixtureRequest, keyring: KeyRing, sqlite_url: str
+) -> AsyncIterator[list[Any]]:
+    """Four handles on one store for four racing workers, on the real clock.
+
+    PostgreSQL: four separately opened stores (four pools) on one database, as four worker
+    processes would be. SQLite and the fake: one store shared, as a SQLite deployment has one
+    writer per file.
+    """
+    stores: list[Any]
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        stores = [PostgresInbox(url, keyring, timeout=5.0) for _ in range(4)]
+    elif request.param == "sqlite":
+        stores = [SqliteInbox(sqlite_url, keyring)] * 4
+    else:
+        stores = [InMemoryInbox(keyring)] * 4
+    for s in dict.fromkeys(stores):
+        await s.open()
+    try:
+        yield stores
+    finally:
+        for s in dict.fromkeys(stores):
+            await s.close()

@@ -14,7 +14,7 @@ from carehook.inbox import migrate
 from carehook.inbox._common import sqlalchemy_url
 from carehook.inbox.schema import metadata
 
-TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit"}
+TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -84,6 +84,13 @@ def test_migrated_schema_has_the_keys_the_inbox_relies_on(empty_url: str) -> Non
     assert ("events", ("subject", "id"), False) in found
     assert ("events", ("received_at",), False) in found
     assert ("steps", ("event_pk", "name"), True) in found
+    assert ("timeline", ("subject", "id"), False) in found
+    # partial: the unfinished events only (claim's head-of-subject lookups)
+    assert ("events", ("subject", "id"), False) in {
+        (t, cols, u)
+        for t, name, cols, u in _indexes(empty_url)
+        if name.endswith("active_subject_id")
+    }
 
 
 def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:

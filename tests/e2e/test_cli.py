@@ -93,7 +93,7 @@ def test_first_run_writes_a_config_and_says_how_to_simulate(served: Served) -> N
 
 
 def test_simulate_then_list_show_and_audit(served: Served) -> None:
-    """simulate → events ls → show --payload (audited) → requests ls, as the README says."""
+    """simulate → events ls (done) → show --payload (audited) → requests ls, as the README says."""
     url = f"{served.url}/webhooks/abridge"
     sim = served.cli("simulate", "abridge", "encounter.session.completed", "--url", url,
                      "--count", "2", "--duplicate")
@@ -103,7 +103,11 @@ def test_simulate_then_list_show_and_audit(served: Served) -> None:
     assert len(events) == 2
     assert {"id", "source", "vendor", "event_id", "type", "subject", "status", "attempts",
             "received_at"} <= set(events[0])
-    assert events[0]["status"] == "pending"
+    deadline = time.monotonic() + 30  # serve's in-process worker runs each event's workflow
+    while {e["status"] for e in events} != {"done"} and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = json.loads(served.cli("events", "ls", "--json").stdout)
+    assert {e["status"] for e in events} == {"done"}
     shown = json.loads(served.cli("events", "show", str(events[0]["id"]), "--json").stdout)
     assert "payload" not in shown
     with_payload = json.loads(served.cli("events", "show", str(events[0]["id"]), "--json",

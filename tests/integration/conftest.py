@@ -97,7 +97,11 @@ def start_gateway(config: Path) -> Iterator[Gateway]:
         thread.join(timeout=30)
 
 
+#: ingress tests look at events as stored: no in-process worker moves them on
+NO_WORKER = "[worker]\nenabled = false\n"
+
+
 @pytest.fixture
 def gateway(tmp_path: Path, storage_url: str) -> Iterator[Gateway]:
-    """A gateway with one source per vendor on each storage backend."""
-    yield from start_gateway(write_config(tmp_path / "carehook.toml", storage_url))
+    """A gateway (ingress only) with one source per vendor on each storage backend."""
+    yield from start_gateway(write_config(tmp_path / "carehook.toml", storage_url, NO_WORKER))

@@ -1,15 +1,18 @@
-"""Small helpers the inbox adapters share: storage URLs, UTC timestamps, row mapping."""
+"""Small helpers the inbox adapters share: storage URLs, UTC timestamps, row mapping, the SQL
+fragments both adapters build the same way."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from carehook.crypto import KeyRing, payload_aad
 from carehook.errors import ConfigError
 from carehook.inbox.port import AuditRow, EventRow, RequestRow
+from carehook.inbox.work import AttemptRow, Claim, ReplayFilter, StepRow, TimelineRow
 
 _PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
@@ -166,3 +169,119 @@ def event_filter_sql(
             clauses.append(f"{column} = {placeholder}")
             params.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --- the work half ---------------------------------------------------------------------------
+
+#: statuses whose events are finished with: their payload may be purged, their key expire
+FINISHED_STATUSES = ("done", "dead", "unhandled")
+#: statuses a replay leaves alone (running, never run, or nothing to run)
+NOT_REPLAYABLE = ("processing", "unhandled", "pending")
+
+STEP_COLUMNS = "name, outcome, coalesce(result, ''), finished_at"
+ATTEMPT_COLUMNS = (
+    "number, started_at, finished_at, outcome, error_class, error_message, next_attempt_at"
+)
+TIMELINE_COLUMNS = "id, subject, event_pk, type, state, detail, at"
+#: what claim() reads back from each event it took
+CLAIM_COLUMNS = "id, source, vendor, event_id, type, subject, attempts, received_at, payload"
+
+
+def step_row(r: Sequence[Any], from_db: Any) -> StepRow:
+    """A StepRow from a row of :data:`STEP_COLUMNS`."""
+    return StepRow(name=r[0], outcome=r[1], detail=r[2], finished_at=from_db(r[3]))
+
+
+def attempt_row(r: Sequence[Any], from_db: Any) -> AttemptRow:
+    """An AttemptRow from a row of :data:`ATTEMPT_COLUMNS`."""
+    return AttemptRow(
+        number=r[0],
+        started_at=from_db(r[1]),
+        finished_at=None if r[2] is None else from_db(r[2]),
+        outcome=r[3],
+        error_class=r[4],
+        error_message=r[5],
+        next_attempt_at=None if r[6] is None else from_db(r[6]),
+    )
+
+
+def timeline_row(r: Sequence[Any], from_db: Any) -> TimelineRow:
+    """A TimelineRow from a row of :data:`TIMELINE_COLUMNS`."""
+    return TimelineRow(
+        id=r[0], subject=r[1], event_pk=r[2], type=r[3], state=r[4], detail=r[5], at=from_db(r[6])
+    )
+
+
+def claim_of(r: Sequence[Any], from_db: Any, expires: datetime, keyring: KeyRing) -> Claim:
+    """A Claim from a row of :data:`CLAIM_COLUMNS`, its payload decrypted (system access)."""
+    blob = r[8]
+    payload = None if blob is None else keyring.decrypt(bytes(blob), payload_aad(r[1], r[3]))
+    return Claim(
+        pk=r[0],
+        source=r[1],
+        vendor=r[2],
+        event_id=r[3],
+        type=r[4],
+        subject=r[5],
+        attempt=r[6],
+        received_at=from_db(r[7]),
+        lease_expires_at=expires,
+        payload=payload,
+    )
+
+
+def dead_owner(owner: str | None, host: str, alive_pids: Sequence[int]) -> bool:
+    """True when ``owner`` (``"<host>:<pid>:<random>"``) runs on ``host`` under a dead pid."""
+    if owner is None:
+        return False
+    parts = owner.rsplit(":", 2)
+    return len(parts) == 3 and parts[0] == host and parts[1] not in {str(p) for p in alive_pids}
+
+
+def replay_filter_sql(
+    flt: ReplayFilter, placeholder: str, to_db: Callable[[datetime], Any]
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (never empty) and its parameters choosing the events a replay takes;
+    ``to_db`` converts timestamps for the dialect."""
+    not_replayable = ", ".join(f"'{s}'" for s in NOT_REPLAYABLE)
+    clauses = [f"status NOT IN ({not_replayable})"]
+    params: list[Any] = []
+    if flt.event_pks:
+        clauses.append(f"id IN ({', '.join([placeholder] * len(flt.event_pks))})")
+        params.extend(flt.event_pks)
+    for column, value in (("source", flt.source), ("type", flt.type), ("status", flt.status)):
+        if value is not None:
+            clauses.append(f"{column} = {placeholder}")
+            params.append(value)
+    if flt.since is not None:
+        clauses.append(f"received_at >= {placeholder}")
+        params.append(to_db(flt.since))
+    return " WHERE " + " AND ".join(clauses), params
+
+
+def purge_payloads_sql(
+    now: datetime,
+    retention_days: Mapping[str, int],
+    default_days: int,
+    placeholder: str,
+    to_db: Callable[[datetime], Any],
+) -> tuple[str, list[Any]]:
+    """The condition (and parameters) on ``source, received_at`` of a payload past retention.
+
+    The first term, against the latest cutoff of all, lets the received_at index narrow the
+    scan; the CASE then applies each source's own cutoff.
+    """
+    cutoffs = {s: now - timedelta(days=d) for s, d in retention_days.items()}
+    default = now - timedelta(days=default_days)
+    latest = max([default, *cutoffs.values()])
+    if not cutoffs:
+        return f"received_at < {placeholder}", [to_db(default)]
+    whens = " ".join(f"WHEN {placeholder} THEN {placeholder}" for _ in cutoffs)
+    params: list[Any] = [to_db(latest)]
+    for source, cutoff in cutoffs.items():
+        params.extend((source, to_db(cutoff)))
+    params.append(to_db(default))
+    cond = (
+        f"received_at < {placeholder} AND received_at < CASE source {whens} ELSE {placeholder} END"
+    )
+    return cond, params

@@ -18,6 +18,14 @@ A statement either commits whole or not at all, so a failed batch leaves nothing
 the failure is transient (locked, I/O, disk full) every caller gets
 :class:`StorageUnavailable`; when it is not, the batch is replayed one operation at a time, so
 one bad row cannot fail its neighbours.
+
+The worker's writes (claim, record a step, complete ...) are ``CALL`` operations: a function
+run on the writer's connection. The calls drained with a batch run after its group-committed
+rows, together in ONE ``BEGIN IMMEDIATE`` transaction (one fsync for all of them); each call's
+result or error goes to its own caller. A call may raise one of our errors (``LeaseLost``) only
+*before* it writes anything, so the others can still commit; a driver error rolls the whole
+transaction back and the calls are retried one transaction each, to isolate the bad one.
+Claims are serialised by construction: one thread, one transaction at a time.
 """
 
 # S608 is off for this module: its SQL is built from constant fragments and placeholder counts
@@ -34,12 +42,14 @@ import sqlite3
 import threading
 from typing import Any, Final
 
-from carehook.errors import StorageError, StorageUnavailable
+from carehook.errors import CarehookError, StorageError, StorageUnavailable
 from carehook.inbox.port import OUTCOME_DUPLICATE
 
 ACCEPT: Final = 0
 LOG_REQUEST: Final = 1
 AUDIT: Final = 2
+#: run ``a[0](connection)`` in the writer thread, inside the calls' transaction
+CALL: Final = 3
 
 MAX_ROWS: Final = 512  # x 26 parameters per row stays under SQLite's 32766
 
@@ -211,9 +221,11 @@ class GroupCommitWriter:
         first = self._queue.get()
         if first is _STOP:
             return False
-        batch: list[Op] = [first]
+        batch: list[Op] = []
+        calls: list[Op] = []
+        (calls if first[0] == CALL else batch).append(first)
         go_on = True
-        while len(batch) < self._cap:
+        while len(batch) + len(calls) < self._cap:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -221,9 +233,38 @@ class GroupCommitWriter:
             if item is _STOP:
                 go_on = False
                 break
-            batch.append(item)
-        self._commit(batch)
+            (calls if item[0] == CALL else batch).append(item)
+        if batch:
+            self._commit(batch)
+        if calls:
+            self._run_calls(calls)
         return go_on
+
+    def _run_calls(self, calls: list[Op]) -> None:
+        """Run the calls in one transaction; each caller gets its own result or error."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes: list[tuple[Any, BaseException | None]] = []
+            for op in calls:
+                try:
+                    outcomes.append((op[1][0](conn), None))
+                except CarehookError as exc:  # raised before the call wrote anything
+                    outcomes.append((None, exc))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # every future must resolve, whatever went wrong
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            error = translate(exc)
+            if isinstance(error, StorageUnavailable) or len(calls) == 1:
+                _settle(calls, None, error, exc)
+            else:
+                for op in calls:  # isolate the one bad call from its neighbours
+                    self._run_calls([op])
+            return
+        self.commits += 1
+        _settle_each(calls, outcomes)
 
     def _commit(self, batch: list[Op]) -> None:
         try:
@@ -298,6 +339,16 @@ def _settle(
         by_loop.setdefault(loop, []).append((fut, None if results is None else results[i], exc))
     for loop, settled in by_loop.items():
         # a closed loop has nobody left awaiting these futures
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _settle_each(batch: list[Op], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    """Resolve each future with its own result or error, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, _Settled] = {}
+    for (_kind, _a, _b, fut, loop), (value, exc) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((fut, value, exc))
+    for loop, settled in by_loop.items():
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, settled)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -33,6 +33,8 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import ConfigError, StorageError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
+from carehook.inbox._postgres_work import NOTIFY, PostgresWork
+from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import (
     ACTION_PAYLOAD_VIEW,
     OUTCOME_DUPLICATE,
@@ -55,13 +57,15 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::time
   AS u(source, vendor, event_id, etype, subject, occurred_at, received_at, payload,
        secret_index, status, next_attempt_at)
 ON CONFLICT (source, event_id) DO NOTHING
-RETURNING source, event_id
+RETURNING source, event_id, status = 'pending'
 """
 _INSERT_REQUESTS: Final = """
 INSERT INTO requests (source, received_at, remote_addr, size, status, outcome, cause, event_id)
 SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::int4[], %s::int4[],
                      %s::text[], %s::text[], %s::text[])
 """
+# the same, telling the workers (at COMMIT) that the batch stored an event to run
+_INSERT_REQUESTS_NOTIFY: Final = f"WITH r AS ({_INSERT_REQUESTS}) SELECT {NOTIFY}"
 _INSERT_AUDIT: Final = (
     "INSERT INTO audit (at, actor, action, event_pk, detail) VALUES (%s, %s, %s, %s, %s)"
 )
@@ -103,8 +107,11 @@ def wrap_exceptions() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-class PostgresInbox:
-    """The inbox in PostgreSQL, with group commit over a connection pool."""
+class PostgresInbox(PostgresWork):
+    """The inbox in PostgreSQL, with group commit over a connection pool.
+
+    The worker's half lives in :mod:`carehook.inbox._postgres_work`.
+    """
 
     def __init__(
         self,
@@ -133,6 +140,9 @@ class PostgresInbox:
         self._queue: asyncio.Queue[_Op] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._signal = WorkSignal()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening: asyncio.Event | None = None
         #: committed group-commit transactions since open (instrumentation)
         self.commits = 0
 
@@ -181,6 +191,7 @@ class PostgresInbox:
         queue, tasks, pool = self._queue, self._tasks, self._pool
         self._closing = True  # refuse new writes; those already queued still commit
         try:
+            await self._stop_listener()
             if queue is not None:
                 await queue.join()  # every queued write was committed (or failed) and answered
             for task in tasks:
@@ -197,6 +208,13 @@ class PostgresInbox:
         with wrap_exceptions():
             async with self._live_pool().connection() as conn:
                 await conn.execute("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in one transaction (committed on success), errors translated."""
+        with wrap_exceptions():
+            async with self._live_pool().connection() as conn:
+                yield conn
 
     def _live_pool(self) -> AsyncConnectionPool:
         if self._pool is None:
@@ -283,7 +301,7 @@ class PostgresInbox:
     async def _write(self, batch: list[_Op], tx: _Tx) -> list[Any]:
         async with self._live_pool().connection() as conn:
             tx.conn = conn
-            inserted = await self._insert_events(conn, batch)
+            inserted, wake = await self._insert_events(conn, batch)
             seen: set[tuple[str, str]] = set()
             results: list[Any] = []
             requests: list[tuple[Any, ...]] = []
@@ -299,7 +317,8 @@ class PostgresInbox:
                 else:
                     results.append(None)
                 requests.append(req)
-            await conn.execute(_INSERT_REQUESTS, [list(col) for col in zip(*requests, strict=True)])
+            columns = [list(col) for col in zip(*requests, strict=True)]
+            await conn.execute(_INSERT_REQUESTS_NOTIFY if wake else _INSERT_REQUESTS, columns)
             tx.committing = True
             await conn.commit()
         return results
@@ -307,17 +326,21 @@ class PostgresInbox:
     @staticmethod
     async def _insert_events(
         conn: psycopg.AsyncConnection[Any], batch: list[_Op]
-    ) -> set[tuple[str, str]]:
-        """Insert the batch's events (first of each key only); the keys that were new."""
+    ) -> tuple[set[tuple[str, str]], bool]:
+        """Insert the batch's events (first of each key only); the keys that were new, and
+        whether one of them is to run (handled)."""
         rows: dict[tuple[str, str], tuple[Any, ...]] = {}
         for op in batch:
             if op.event is not None:
                 rows.setdefault((op.event[0], op.event[2]), op.event)
         if not rows:
-            return set()
+            return set(), False
         ordered = [rows[key] for key in sorted(rows)]  # one lock order for every flusher
         cur = await conn.execute(_INSERT_EVENTS, [list(col) for col in zip(*ordered, strict=True)])
-        return {(source, event_id) for source, event_id in await cur.fetchall()}
+        returned = await cur.fetchall()
+        return {(source, event_id) for source, event_id, _ in returned}, any(
+            pending for _, _, pending in returned
+        )
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -34,10 +34,15 @@ def _id() -> sa.Column[int]:
     return sa.Column("id", BigId, primary_key=True, autoincrement=True)
 
 
-def _event_fk(*, nullable: bool) -> sa.Column[int]:
+def _event_fk(*, nullable: bool, ondelete: str = "CASCADE") -> sa.Column[int]:
     return sa.Column(
-        "event_pk", BigId, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=nullable
+        "event_pk", BigId, sa.ForeignKey("events.id", ondelete=ondelete), nullable=nullable
     )
+
+
+#: the statuses that hold back later events of a subject (carehook.inbox.work)
+ACTIVE_STATUSES = ("pending", "processing", "retrying")
+_ACTIVE = sa.text("status IN ('pending', 'processing', 'retrying')")
 
 
 requests = sa.Table(
@@ -82,6 +87,15 @@ events = sa.Table(
     sa.Index(None, "status", "next_attempt_at"),
     sa.Index(None, "subject", "id"),
     sa.Index(None, "received_at"),
+    # the unfinished events only, by subject: claim finds each subject's head here, and the
+    # head-of-subject probes never wade through a subject's finished history
+    sa.Index(
+        "ix_events_active_subject_id",
+        "subject",
+        "id",
+        sqlite_where=_ACTIVE,
+        postgresql_where=_ACTIVE,
+    ),
     # event ids are shown to operators and referenced by audit rows: never reuse one on SQLite
     sqlite_autoincrement=True,
 )
@@ -108,6 +122,10 @@ attempts = sa.Table(
     sa.Column("error_class", sa.Text, nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("next_attempt_at", Timestamp, nullable=True),
+    # the event's attempt count when this try began (a replay starts over at 1)
+    sa.Column("number", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # running, done, retrying, dead, released, expired (carehook.inbox.work.AttemptRow)
+    sa.Column("outcome", sa.Text, nullable=False, server_default=sa.text("'running'")),
     sa.Index(None, "event_pk"),
 )
 
@@ -115,9 +133,25 @@ subjects = sa.Table(
     "subjects",
     metadata,
     sa.Column("subject", sa.Text, primary_key=True),
-    # a JSON document as text: the same on both dialects, parsed by the status store
+    # the subject's current state as text (the state of its latest timeline entry, written
+    # with the step that produced it); text is the same on both dialects
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+timeline = sa.Table(
+    "timeline",
+    metadata,
+    _id(),
+    sa.Column("subject", sa.Text, nullable=False),
+    # no foreign key: a subject's history outlives the events that wrote it (purge deletes
+    # events past the dedup window; their timeline rows keep the number as a plain reference)
+    sa.Column("event_pk", BigId, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index(None, "subject", "id"),
 )
 
 reviews = sa.Table(
@@ -126,7 +160,8 @@ reviews = sa.Table(
     _id(),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=False),
-    _event_fk(nullable=True),
+    # SET NULL: a review (and its resolution) outlives its event's purge
+    _event_fk(nullable=True, ondelete="SET NULL"),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("dedup_key", sa.Text, nullable=True),
     sa.Column("status", sa.Text, nullable=False),

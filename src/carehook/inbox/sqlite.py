@@ -5,6 +5,10 @@ connection, one transaction and one fsync per batch of concurrent calls). Reads 
 thread pool, each thread with its own read-only connection: WAL lets them read while the writer
 commits.
 
+The worker's half (:class:`carehook.inbox.work.WorkStore`) is in
+:mod:`carehook.inbox._sqlite_work`: its writes run in the same writer thread, so claims are
+serialised there.
+
 Durability: WAL with ``synchronous=FULL``, so a returned ``accept`` survives power loss. The
 database file (and so its -wal and -shm files) is mode 0600. Timestamps are stored as
 fixed-width ISO-8601 UTC text (see :mod:`carehook.inbox.schema`).
@@ -29,7 +33,16 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import ConfigError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
-from carehook.inbox._sqlite_writer import ACCEPT, AUDIT, LOG_REQUEST, GroupCommitWriter, translate
+from carehook.inbox._signal import WorkSignal
+from carehook.inbox._sqlite_work import SqliteWork
+from carehook.inbox._sqlite_writer import (
+    ACCEPT,
+    AUDIT,
+    CALL,
+    LOG_REQUEST,
+    GroupCommitWriter,
+    translate,
+)
 from carehook.inbox.port import (
     ACTION_PAYLOAD_VIEW,
     AuditRow,
@@ -46,7 +59,7 @@ _SELECT_PAYLOAD = "SELECT source, event_id, payload FROM events WHERE id = ?"
 _SELECT_AUDIT = f"SELECT {c.AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?"  # noqa: S608
 
 
-class SqliteInbox:
+class SqliteInbox(SqliteWork):
     """The inbox in one SQLite file, with group commit."""
 
     def __init__(
@@ -73,6 +86,7 @@ class SqliteInbox:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self._signal = WorkSignal()
 
     @property
     def commits(self) -> int:
@@ -178,11 +192,18 @@ class SqliteInbox:
         same = request.received_at == e.received_at
         req = _request_params(request, e.event_id, received if same else None)
         new: bool = await self._live_writer().submit(ACCEPT, event, req)
+        if new and e.handled:
+            self._signal.notify()
         return new
 
     async def log_request(self, record: RequestRecord) -> None:
         """Append a request-log row in the next group commit."""
         await self._live_writer().submit(LOG_REQUEST, (), _request_params(record, None, None))
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer thread, in the next calls' transaction (see the writer)."""
+        result: T = await self._live_writer().submit(CALL, (fn,), ())
+        return result
 
     def _live_writer(self) -> GroupCommitWriter:
         writer = self._writer

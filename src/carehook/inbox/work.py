@@ -203,5 +203,8 @@ class WorkStore(Protocol):
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (a bounded wait is the contract)
         """Return when new work may be claimable (an accept, replay or release anywhere that
         this store can hear of: in-process for SQLite and the fake, LISTEN/NOTIFY on
-        PostgreSQL), or after ``timeout`` seconds."""
+        PostgreSQL), or after ``timeout`` seconds. Also signalled: a retry scheduled, dead
+        owners' leases expired, and an event finishing while a later one of its subject
+        waits. A signal raised while nobody waits is kept for the next wait (at worst a
+        spurious wake-up, never a lost one) once this loop has called ``claim`` or waited."""
         ...

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -53,16 +55,33 @@ class Gateway:
                 await JSONResponse({"error": "internal error"}, 500)(scope, receive, send)
 
 
-def create_app(ingress: Ingress, store: InboxStore, metrics: Metrics) -> Gateway:
-    """The gateway's ASGI app; the store is opened in the lifespan and closed after it."""
+#: a task run beside the gateway (the worker, the purge timer) until its stop event is set
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def create_app(
+    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = ()
+) -> Gateway:
+    """The gateway's ASGI app; the store is opened in the lifespan and closed after it.
+
+    ``background`` tasks start once the store is open; on shutdown (uvicorn turns SIGTERM into
+    it) they are told to stop and awaited (the worker finishes or releases what it holds)
+    before the store closes.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(run(stop)) for run in background]
         _log.info("gateway.started", count=len(ingress.sources))
         try:
             yield
         finally:
+            stop.set()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    _log.error("background.crashed", error_class=type(result).__name__)
             await store.close()
             _log.info("gateway.stopped")
 

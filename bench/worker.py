@@ -1,0 +1,284 @@
+"""Worker benchmark: events/s with no-op steps, and receive-to-done latency at a fixed rate.
+
+1. Throughput: N events are stored directly through the store's ``accept`` (spread over many
+   subjects), then worker processes (1 on SQLite; 1 and 2 on PostgreSQL) run a workflow of one
+   no-op step until every event is done. events/s = N / (last attempt finished - first started),
+   read from the attempts table, so process start-up is not counted.
+2. Latency: ``carehook serve`` (SQLite, in-process worker, the default record step) receives
+   pre-signed Abridge events at a fixed arrival rate (open loop); receive-to-done per event is
+   the done attempt's finish time minus the event's receipt time, from the database.
+
+Prints the figures next to the goals of the worker issue. Not a test: it asserts nothing.
+
+    .venv/bin/python bench/worker.py [--events 20000] [--rate 500] [--seconds 10]
+                                     [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from carehook.crypto import new_key_spec, parse_key_spec
+from carehook.envelope import Envelope, RequestRecord
+from carehook.inbox import migrate, open_store
+from carehook.observability import configure_logging
+from carehook.worker.engine import Worker
+from carehook.worker.policy import RetryPolicy
+from carehook.workflows import Router, Step, StepContext, StepResult, Workflow
+
+BIN = Path(sys.executable).parent
+GOALS = {
+    "sqlite": ">= 2,000 events/s",
+    "pg_scaling": ">= 1.6x from 1 to 2 PostgreSQL worker processes",
+    "latency": "receive-to-done p99 <= 250 ms at 500 events/s",
+}
+
+
+# -- throughput ---------------------------------------------------------------------------------
+
+
+async def _noop(_: StepContext) -> StepResult:
+    return StepResult()
+
+
+NOOP = Router({}, fallback=Workflow("noop", (Step("noop", _noop),)))
+
+
+def _worker_process(url: str, keys: str, concurrency: int) -> None:
+    """One worker process: the no-op workflow until SIGTERM."""
+
+    configure_logging("warning", json=True)
+
+    async def main() -> None:
+        store: Any = open_store(url, parse_key_spec(keys), auto_migrate=False)
+        await store.open()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await Worker(store, NOOP, lambda _s: RetryPolicy(), concurrency=concurrency).run(stop)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def _preload(url: str, keys: str, n: int, subjects: int) -> None:
+    store: Any = open_store(url, parse_key_spec(keys), auto_migrate=False)
+    await store.open()
+    now = datetime.now(UTC)
+    try:
+        for start in range(0, n, 500):
+            batch = []
+            for i in range(start, min(n, start + 500)):
+                env = Envelope("abridge", "abridge", f"evt_{i}", "encounter.session.completed",
+                               f"abridge:session:{i % subjects}", None, now,
+                               b'{"data": {"status": "completed"}}', 0, True)
+                batch.append(store.accept(env, RequestRecord("abridge", now, "127.0.0.1", 40, 200,
+                                                             "accepted")))
+            await asyncio.gather(*batch)
+    finally:
+        await store.close()
+
+
+def _throughput(url: str, query: Callable[[str], Any], n: int, processes: int,
+                concurrency: int) -> float:
+    keys = new_key_spec("bench")
+    asyncio.run(_preload(url, keys, n, subjects=max(n // 10, 1)))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_process, args=(url, keys, concurrency))
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + 600
+    while query("SELECT count(*) FROM events WHERE status = 'done'")[0] < n:
+        if time.monotonic() > deadline:
+            raise SystemExit("the workers did not finish in 10 minutes")
+        time.sleep(0.2)
+    for p in procs:
+        os.kill(p.pid or 0, signal.SIGTERM)
+        p.join(timeout=30)
+    first, last = query("SELECT min(started_at), max(finished_at) FROM attempts")
+    return n / (_ts(last) - _ts(first)).total_seconds()
+
+
+def _ts(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _sqlite_query(path: Path) -> Callable[[str], Any]:
+    def query(sql: str) -> Any:
+        with sqlite3.connect(path, timeout=30) as conn:
+            return conn.execute(sql).fetchone()
+
+    return query
+
+
+def sqlite_throughput(work: Path, n: int, concurrency: int) -> float:
+    """events/s of one worker process on a fresh SQLite file."""
+    path = work / f"tp-{uuid.uuid4().hex[:6]}.db"
+    url = f"sqlite:///{path}"
+    migrate.upgrade(url)
+    return _throughput(url, _sqlite_query(path), n, 1, concurrency)
+
+
+def pg_throughput(admin_url: str, n: int, processes: int, concurrency: int) -> float:
+    """events/s of ``processes`` worker processes on a fresh PostgreSQL database."""
+    name = f"carehook_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        migrate.upgrade(url)
+
+        def query(sql: str) -> Any:
+            with psycopg.connect(url) as conn:
+                return conn.execute(sql).fetchone()
+
+        return _throughput(url, query, n, processes, concurrency)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- latency at a fixed arrival rate ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _signed(secret: str, n: int, run: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({
+        "event_id": f"evt_{run}_{n}", "type": "encounter.session.completed",
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {"session_id": f"ses_{n % 500}", "status": "completed"},
+    }, separators=(",", ":")).encode()  # fmt: skip
+    ts = str(int(time.time()))
+    sig = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"content-type": "application/json", "x-abridge-signature": sig,
+               "x-abridge-timestamp": ts}
+    return body, headers
+
+
+async def _open_loop(url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float) -> int:
+    """Send each request at its scheduled time (not when the previous answered)."""
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    failures = 0
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def one(body: bytes, headers: dict[str, str], at: float) -> None:
+            nonlocal failures
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                failures += response.status_code != 200
+            except httpx.HTTPError:
+                failures += 1
+
+        start = time.monotonic() + 0.5
+        await asyncio.gather(*(one(b, h, start + i / rate) for i, (b, h) in enumerate(requests)))
+    return failures
+
+
+def serve_latency(work: Path, rate: float, seconds: float) -> tuple[float, float, int, int]:
+    """p50 and p99 receive-to-done (ms), events and failed sends through `carehook serve`."""
+    folder = work / f"serve-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    secret = "bench-" + os.urandom(8).hex()
+    (folder / "carehook.toml").write_text(
+        f'data_dir = "."\nlog_level = "warning"\n[sources.abridge]\nvendor = "abridge"\n'
+        f'secrets = ["{secret}"]\n')
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "carehook"), "serve", "--config",
+                             str(folder / "carehook.toml"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/webhooks/abridge"
+    try:
+        _wait_up(port)
+        run = os.urandom(4).hex()
+        warm = [_signed(secret, i, "warm" + run) for i in range(200)]
+        asyncio.run(_open_loop(url, warm, rate))
+        requests = [_signed(secret, i, run) for i in range(int(rate * seconds))]
+        failures = asyncio.run(_open_loop(url, requests, rate))
+        query = _sqlite_query(folder / "carehook.db")
+        total = len(warm) + len(requests)
+        while query("SELECT count(*) FROM events WHERE status = 'done'")[0] < total - failures:
+            time.sleep(0.2)
+        with sqlite3.connect(folder / "carehook.db") as conn:
+            rows = conn.execute(
+                "SELECT e.received_at, a.finished_at FROM events e JOIN attempts a"
+                " ON a.event_pk = e.id AND a.outcome = 'done' WHERE e.event_id LIKE ?",
+                (f"evt_{run}_%",)).fetchall()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    latencies = sorted((_ts(f) - _ts(r)).total_seconds() * 1000 for r, f in rows)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return statistics.median(latencies), p99, len(latencies), failures
+
+
+def _wait_up(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("carehook serve did not come up")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20000, help="events per throughput run")
+    parser.add_argument("--concurrency", type=int, default=32, help="per worker process")
+    parser.add_argument("--rate", type=float, default=500.0, help="arrivals/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="an admin URL of the PostgreSQL server ('' to skip)")
+    args = parser.parse_args()
+    configure_logging("warning", json=True)
+    work = Path(tempfile.mkdtemp(prefix="carehook-bench-worker-"))
+    print(f"worker benchmark: {args.events} events, concurrency {args.concurrency} per process, "
+          f"{os.cpu_count()} cores", flush=True)
+    sqlite = sqlite_throughput(work, args.events, args.concurrency)
+    print(f"SQLite, 1 worker process     {sqlite:>8.0f} events/s   goal {GOALS['sqlite']}",
+          flush=True)
+    if args.pg:
+        one = pg_throughput(args.pg, args.events, 1, args.concurrency)
+        print(f"PostgreSQL, 1 worker process {one:>8.0f} events/s", flush=True)
+        two = pg_throughput(args.pg, args.events, 2, args.concurrency)
+        print(f"PostgreSQL, 2 worker procs   {two:>8.0f} events/s   = {two / one:.2f}x   "
+              f"goal {GOALS['pg_scaling']}", flush=True)
+    p50, p99, count, failures = serve_latency(work, args.rate, args.seconds)
+    print(f"serve (SQLite) at {args.rate:.0f}/s for {args.seconds:.0f} s: {count} events, "
+          f"receive-to-done p50 {p50:.1f} ms  p99 {p99:.1f} ms   goal {GOALS['latency']}"
+          + (f"   ({failures} sends failed)" if failures else ""), flush=True)
+
+
+if __name__ == "__main__":
+    main()
