@@ -212,7 +212,10 @@ def timeline_row(r: Sequence[Any], from_db: Any) -> TimelineRow:
     )
 
 
-def claim_of(r: Sequence[Any], from_db: Any, expires: datetime, keyring: KeyRing) -> Claim:
+def claim_of(
+    r: Sequence[Any], from_db: Any, expires: datetime, keyring: KeyRing,
+    finished: frozenset[str] | None = None,
+) -> Claim:
     """A Claim from a row of :data:`CLAIM_COLUMNS`, its payload decrypted (system access)."""
     blob = r[8]
     payload = None if blob is None else keyring.decrypt(bytes(blob), payload_aad(r[1], r[3]))
@@ -227,6 +230,7 @@ def claim_of(r: Sequence[Any], from_db: Any, expires: datetime, keyring: KeyRing
         received_at=from_db(r[7]),
         lease_expires_at=expires,
         payload=payload,
+        finished=finished,
     )
 
 

@@ -149,10 +149,10 @@ class SqliteWork:
         expires_dt = now_dt + timedelta(seconds=lease_seconds)
         expires = c.to_text(expires_dt)
 
-        def run(conn: sqlite3.Connection) -> list[Any]:
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], dict[int, set[str]]]:
             ids = [r[0] for r in conn.execute(_CLAIMABLE, (now, now, now, limit))]
             if not ids:
-                return []
+                return [], {}
             marks = _marks(len(ids))
             rows = conn.execute(
                 "UPDATE events SET status = 'processing', lease_owner = ?, lease_expires_at = ?,"
@@ -170,10 +170,20 @@ class SqliteWork:
                 " VALUES (?, ?, ?, 'running')",
                 [(r[0], r[6], now) for r in rows],
             )
-            return sorted(rows)
+            # read the finished steps here, in the writer, rather than one call per event later
+            finished: dict[int, set[str]] = {}
+            for pk, name in conn.execute(
+                f"SELECT event_pk, name FROM steps WHERE event_pk IN ({marks})", ids
+            ):
+                finished.setdefault(pk, set()).add(name)
+            return sorted(rows), finished
 
-        rows = await self._call(run)
-        return [c.claim_of(r, c.from_text, expires_dt, self._keyring) for r in rows]
+        rows, finished = await self._call(run)
+        return [
+            c.claim_of(r, c.from_text, expires_dt, self._keyring,
+                       frozenset(finished.get(r[0], ())))
+            for r in rows
+        ]  # fmt: skip
 
     async def extend_leases(self, owner: str, pks: Sequence[int], lease_seconds: float) -> set[int]:
         """Push forward the unexpired leases ``owner`` holds; the pks still held."""

@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -307,7 +307,13 @@ class Worker:
     async def _run_workflow(self, claim: Claim) -> None:
         workflow = self._router.route(claim.vendor, claim.type)
         steps = workflow.steps if workflow is not None else ()
-        done = await self._store.finished_steps(claim.pk) if steps else {}
+        done: Collection[str] = ()
+        if steps:
+            done = (
+                claim.finished
+                if claim.finished is not None
+                else await self._store.finished_steps(claim.pk)
+            )
         remaining = [step for step in steps if step.name not in done]
         if remaining:
             item = work_item(claim)
