@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--storage", default=None, help="storage URL (default: SQLite)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--no-worker", action="store_true",
+                        help="serve without the in-process worker (the ingest path alone)")
     args = parser.parse_args()
     ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="carehook-bench-"))
@@ -163,7 +165,8 @@ def main() -> None:
     storage = f'[storage]\nurl = "{args.storage}"\nauto_migrate = true\n' if args.storage else ""
     (work / "carehook.toml").write_text(
         f'data_dir = "."\nlog_level = "{args.log_level}"\n{storage}'
-        f'[sources.abridge]\nvendor = "abridge"\nsecrets = ["{secret}"]\n')
+        + ("[worker]\nenabled = false\n" if args.no_worker else "")
+        + f'[sources.abridge]\nvendor = "abridge"\nsecrets = ["{secret}"]\n')
     print(f"ingest benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s, pre-signed Abridge "
           f"events, {os.cpu_count()} cores", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
@@ -173,7 +176,8 @@ def main() -> None:
     p1, p2 = free_port(), free_port()
     bare = bench_target("bare starlette (ceiling)", [*uv, "bare_app:app", "--port", str(p1)],
                         p1, env, args, reqfile, script, 0)
-    ours = bench_target("carehook (" + (args.storage or "sqlite").split(":")[0] + ")",
+    label = (args.storage or "sqlite").split(":")[0] + (", no worker" if args.no_worker else "")
+    ours = bench_target(f"carehook ({label})",
                         [str(BIN / "carehook"), "serve", "--config", str(work / "carehook.toml"),
                          "--port", str(p2)], p2, env, args, reqfile, script, 0)
     print(f"carehook / bare = {ours['rps'] / bare['rps'] * 100:.0f} %   "
