@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from carehook.envelope import SignedRequest
-from carehook.errors import ConfigError, PayloadError, VerificationError
+from carehook.errors import ConfigError, PayloadError, PayloadValidationError, VerificationError
 from carehook.sources import Source
 
 
@@ -115,7 +115,7 @@ def _explain_payload(source: Source, request: SignedRequest, out: Explanation) -
     try:
         parsed = source.vendor.parse(request.body, payload, headers=request.headers)
     except PayloadError as exc:
-        status = 422 if type(exc).__name__ == "PayloadValidationError" else 400
+        status = 422 if isinstance(exc, PayloadValidationError) else 400
         out.lines.append(f"FAIL: payload refused: {exc.reason} (answer: {status})")
         return False
     out.lines.append(

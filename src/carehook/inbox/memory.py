@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from types import TracebackType
 
 from carehook.crypto import KeyRing, payload_aad
 from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import StorageUnavailable
+from carehook.inbox._base import StoreBase
 from carehook.inbox._common import as_utc, initial_status, utcnow
 from carehook.inbox._memory_work import MemoryWork, StoredEvent
 from carehook.inbox._signal import WorkSignal
@@ -31,7 +31,7 @@ from carehook.inbox.port import (
 from carehook.inbox.work import AttemptRow, StepRow, TimelineRow
 
 
-class InMemoryInbox(MemoryWork):
+class InMemoryInbox(MemoryWork, StoreBase):
     """The inbox port in dicts, payloads encrypted like the real stores.
 
     Set ``unavailable = True`` to make every write raise StorageUnavailable (the store is
@@ -55,15 +55,6 @@ class InMemoryInbox(MemoryWork):
         self._signal = WorkSignal()
         self.unavailable = False
         self.opened = False
-
-    async def __aenter__(self) -> InMemoryInbox:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Nothing to connect to."""

@@ -21,7 +21,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Final
 
 import psycopg
@@ -33,6 +32,7 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import ConfigError, StorageError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
+from carehook.inbox._base import StoreBase
 from carehook.inbox._postgres_work import NOTIFY, PostgresWork
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import (
@@ -107,7 +107,7 @@ def wrap_exceptions() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-class PostgresInbox(PostgresWork):
+class PostgresInbox(PostgresWork, StoreBase):
     """The inbox in PostgreSQL, with group commit over a connection pool.
 
     The worker's half lives in :mod:`carehook.inbox._postgres_work`.
@@ -145,15 +145,6 @@ class PostgresInbox(PostgresWork):
         self._listening: asyncio.Event | None = None
         #: committed group-commit transactions since open (instrumentation)
         self.commits = 0
-
-    async def __aenter__(self) -> PostgresInbox:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

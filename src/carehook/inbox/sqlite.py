@@ -25,7 +25,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from carehook.crypto import KeyRing, payload_aad
@@ -33,6 +32,7 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import ConfigError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
+from carehook.inbox._base import StoreBase
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox._sqlite_work import SqliteWork
 from carehook.inbox._sqlite_writer import (
@@ -59,7 +59,7 @@ _SELECT_PAYLOAD = "SELECT source, event_id, payload FROM events WHERE id = ?"
 _SELECT_AUDIT = f"SELECT {c.AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?"  # noqa: S608
 
 
-class SqliteInbox(SqliteWork):
+class SqliteInbox(SqliteWork, StoreBase):
     """The inbox in one SQLite file, with group commit."""
 
     def __init__(
@@ -92,15 +92,6 @@ class SqliteInbox(SqliteWork):
     def commits(self) -> int:
         """Transactions committed by the writer since open (instrumentation)."""
         return 0 if self._writer is None else self._writer.commits
-
-    async def __aenter__(self) -> SqliteInbox:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class Ingress:
             type=parsed.type,
             subject=parsed.subject,
             occurred_at=parsed.occurred_at,
-            received_at=datetime.fromtimestamp(record.now, UTC),
+            received_at=record.received_at,
             payload=body,
             secret_index=secret_index,
             handled=parsed.handled,
@@ -198,19 +198,20 @@ class Ingress:
 class _Record:
     """What the request log will say about this request, filled in as checks pass."""
 
-    __slots__ = ("event_id", "now", "remote_addr", "size", "source")
+    __slots__ = ("event_id", "now", "received_at", "remote_addr", "size", "source")
 
     def __init__(self, source: str, remote_addr: str, now: float) -> None:
         self.source = source
         self.remote_addr = remote_addr
         self.now = now
+        self.received_at = datetime.fromtimestamp(now, UTC)
         self.size = 0
         self.event_id: str | None = None
 
     def row(self, status: int, outcome: str, cause: str = "") -> RequestRecord:
         return RequestRecord(
             source=self.source,
-            received_at=datetime.fromtimestamp(self.now, UTC),
+            received_at=self.received_at,
             remote_addr=self.remote_addr,
             size=self.size,
             status=status,
