@@ -58,6 +58,17 @@ class SourceSettings(BaseModel):
     retry_base_seconds: float = Field(default=5.0, ge=0)
     retry_cap_seconds: float = Field(default=3600.0, ge=0)
     max_attempts: int = Field(default=12, ge=1, le=1000)
+    #: the vendor's API (Abridge REST, Healthie GraphQL): base URL and credentials (``env:``)
+    api_url: str | None = None
+    api_token: str | None = Field(default=None, repr=False)  # Abridge bearer token
+    api_key: str | None = Field(default=None, repr=False)  # Healthie API key
+    org_id: str | None = None  # Abridge organisation
+    #: let ``api_url`` be a loopback or private address (a sandbox, an internal proxy)
+    api_allow_private: bool = False
+    #: Abridge ``quality.alert``: a score below this opens a review item and alerts
+    quality_threshold: float = Field(default=0.7, ge=0, le=1)
+    #: OpenEvidence ``review.flagged``: a review id flagged again within this is not re-queued
+    review_cooldown_hours: float = Field(default=24.0, ge=0)
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> SourceSettings:
@@ -113,6 +124,57 @@ class WorkerSettings(BaseModel):
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class DestinationSettings(BaseModel):
+    """Where a workflow sends things: ``[destinations.<name>]``.
+
+    ``type = "fhir"``: a FHIR R4 server (``ehr``), with a bearer ``token`` or OAuth2 client
+    credentials (``token_url`` + ``client_id`` + ``client_secret``, SMART backend services style).
+    ``type = "webhook"``: an HTTPS endpoint receiving Standard Webhooks signed POSTs (``secret``,
+    ``whsec_...`` or any string).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["fhir", "webhook"]
+    url: str
+    token: str | None = Field(default=None, repr=False)
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    scope: str | None = None
+    secret: str | None = Field(default=None, repr=False)
+    #: allow loopback and private addresses (refused by default: SSRF)
+    allow_private: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> DestinationSettings:
+        if self.type == "webhook" and not self.secret:
+            raise ValueError("a webhook destination needs a secret")
+        oauth = (self.token_url, self.client_id, self.client_secret)
+        if any(oauth) and not all(oauth):
+            raise ValueError("OAuth2 needs token_url, client_id and client_secret together")
+        return self
+
+
+class RouteSettings(BaseModel):
+    """A forward route: ``[[routes]]`` sends matching events to a webhook destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    #: a glob over event types: ``deepconsult.*``, ``*``
+    events: str = "*"
+    to: str
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -126,6 +188,30 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    #: named destinations: ``ehr`` (FHIR), ``portal``, ``requester``, ``cache``, ...
+    destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
+    #: notification channels: each a list of Apprise URLs (``clinical``, ``ops``, ``requester``)
+    channels: dict[str, list[str]] = Field(default_factory=dict, repr=False)
+    routes: list[RouteSettings] = Field(default_factory=list)
+    #: the gateway's public base URL, for links in alerts (defaults to the server address)
+    public_url: str | None = None
+
+    @model_validator(mode="after")
+    def _routes_resolve(self) -> Settings:
+        for i, route in enumerate(self.routes):
+            dest = self.destinations.get(route.to)
+            if dest is None:
+                raise ValueError(f"routes[{i}].to: no destination named {route.to!r}")
+            if dest.type != "webhook":
+                raise ValueError(f"routes[{i}].to: destination {route.to!r} is not a webhook")
+            if route.source not in self.sources:
+                raise ValueError(f"routes[{i}].source: no source named {route.source!r}")
+        return self
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where alerts link to."""
+        return (self.public_url or f"http://{self.server.host}:{self.server.port}").rstrip("/")
 
     @field_validator("sources")
     @classmethod
