@@ -73,6 +73,11 @@ def payload_aad(source: str, event_id: str) -> bytes:
     return f"{source}\x00{event_id}".encode()
 
 
+def subject_aad(subject: str) -> bytes:
+    """Associated data binding a subject's working data to that subject."""
+    return b"subject\x00" + subject.encode()
+
+
 def parse_key_spec(spec: str) -> KeyRing:
     """Parse ``kid:base64key,...`` (first is active)."""
     keys: dict[str, bytes] = {}

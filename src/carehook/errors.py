@@ -17,6 +17,7 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     │   ├── StorageUnavailable         cannot commit now: sender retries   (503)
     │   └── LeaseLost                  a worker no longer holds the event it is working on
     ├── CryptoError                    payload key missing / ciphertext refused
+    ├── ReviewError                    no such open review item
     └── StepError                      a workflow step failed
         ├── RetryableError             try again later (timeouts, 429, 5xx, storage hiccups)
         └── PermanentError             retrying cannot help (other 4xx, validation)
@@ -116,6 +117,10 @@ class LeaseLost(StorageError):
 
 class CryptoError(CarehookError):
     """A payload key is missing or a ciphertext failed authentication."""
+
+
+class ReviewError(CarehookError):
+    """A review item does not exist or is not open."""
 
 
 class StepError(CarehookError):

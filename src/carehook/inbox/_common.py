@@ -3,16 +3,24 @@ fragments both adapters build the same way."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from carehook.crypto import KeyRing, payload_aad
+from carehook.crypto import KeyRing, payload_aad, subject_aad
 from carehook.errors import ConfigError
 from carehook.inbox.port import AuditRow, EventRow, RequestRow
-from carehook.inbox.work import AttemptRow, Claim, ReplayFilter, StepRow, TimelineRow
+from carehook.inbox.work import (
+    AttemptRow,
+    Claim,
+    ReplayFilter,
+    ReviewRow,
+    StepRow,
+    TimelineRow,
+)
 
 _PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
@@ -289,3 +297,34 @@ def purge_payloads_sql(
         f"received_at < {placeholder} AND received_at < CASE source {whens} ELSE {placeholder} END"
     )
     return cond, params
+
+
+# -- workflow data and reviews -------------------------------------------------------------
+
+REVIEW_COLUMNS = (
+    "id, source, subject, event_pk, kind, severity, summary, dedup_key, status, created_at,"
+    " resolved_at, resolved_by, note"
+)
+
+
+def review_row(r: Sequence[Any], from_db: Any) -> ReviewRow:
+    """A ReviewRow from a row of :data:`REVIEW_COLUMNS`."""
+    return ReviewRow(
+        id=r[0], source=r[1], subject=r[2], event_pk=r[3], kind=r[4], severity=r[5],
+        summary=r[6], dedup_key=r[7], status=r[8], created_at=from_db(r[9]),
+        resolved_at=None if r[10] is None else from_db(r[10]), resolved_by=r[11], note=r[12],
+    )  # fmt: skip
+
+
+def seal_data(keyring: KeyRing, subject: str, data: Mapping[str, object]) -> bytes:
+    """A subject's working data as stored: JSON, encrypted, bound to the subject."""
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+    return keyring.encrypt(text.encode(), subject_aad(subject))
+
+
+def open_data(keyring: KeyRing, subject: str, blob: bytes | None) -> dict[str, object]:
+    """The working data :func:`seal_data` stored (``{}`` for none)."""
+    if blob is None:
+        return {}
+    value = json.loads(keyring.decrypt(bytes(blob), subject_aad(subject)))
+    return value if isinstance(value, dict) else {}

@@ -10,21 +10,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from carehook.errors import LeaseLost
+from carehook.crypto import KeyRing
+from carehook.errors import LeaseLost, ReviewError
 from carehook.inbox import _common as c
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import EventRow
 from carehook.inbox.work import (
     ACTION_REPLAY,
+    ACTION_REVIEW_RESOLVE,
     BLOCKING_STATUSES,
     AttemptRow,
     Claim,
     PurgeCounts,
     ReplayFilter,
+    ReviewRow,
     StepRow,
     TimelineRow,
 )
-from carehook.workflows import TimelineEntry
+from carehook.workflows import ReviewRequest, TimelineEntry
 
 
 @dataclass(slots=True)
@@ -47,6 +50,9 @@ class MemoryWork:
     attempts: dict[int, list[AttemptRow]]
     timeline_rows: list[TimelineRow]
     subjects: dict[str, tuple[str, datetime]]
+    subject_blobs: dict[str, bytes]
+    reviews: dict[int, ReviewRow]
+    _keyring: KeyRing
     _keys: dict[tuple[str, str], int]
     _signal: WorkSignal
     _clock: Callable[[], datetime]
@@ -59,7 +65,7 @@ class MemoryWork:
         """The plaintext payload, None once purged."""
         raise NotImplementedError
 
-    def _audit(self, actor: str, action: str, event_pk: int, detail: str) -> None:
+    def _audit(self, actor: str, action: str, event_pk: int | None, detail: str) -> None:
         """Append an audit row."""
         raise NotImplementedError
 
@@ -180,8 +186,12 @@ class MemoryWork:
         outcome: str,
         detail: str,
         timeline: TimelineEntry | None,
+        *,
+        data: Mapping[str, object] | None = None,
+        review: ReviewRequest | None = None,
     ) -> None:
-        """Record a step, its timeline entry and its subject's state together, once."""
+        """Record a step, its timeline entry, its subject's state and data and its review item
+        together, once."""
         self._check()
         now = self._now()
         s = self._held(pk, owner, now)
@@ -201,6 +211,47 @@ class MemoryWork:
             )
             self.timeline_rows.append(row)
             self.subjects[timeline.subject] = (timeline.state, now)
+        if data is not None:
+            subject = s.row.subject
+            self.subject_blobs[subject] = c.seal_data(self._keyring, subject, data)
+            if subject not in self.subjects:
+                self.subjects[subject] = ("", now)
+        if review is not None:
+            self._open_review(s, review, now)
+
+    def _open_review(self, s: StoredEvent, review: ReviewRequest, now: datetime) -> None:
+        self.reviews[len(self.reviews) + 1] = ReviewRow(
+            id=len(self.reviews) + 1, source=s.row.source, subject=s.row.subject,
+            event_pk=s.row.id, kind=review.kind, severity=review.severity,
+            summary=review.summary, dedup_key=review.dedup_key, status="open",
+            created_at=now, resolved_at=None, resolved_by=None, note=None,
+        )  # fmt: skip
+
+    async def subject_data(self, subject: str) -> dict[str, object]:
+        """A subject's working data, decrypted."""
+        self._check()
+        return c.open_data(self._keyring, subject, self.subject_blobs.get(subject))
+
+    async def list_reviews(
+        self, status: str | None = "open", limit: int = 100
+    ) -> list[ReviewRow]:
+        """Review items, newest first."""
+        rows = [r for r in reversed(self.reviews.values()) if status is None or r.status == status]
+        return rows[:limit]
+
+    async def resolve_review(self, review_id: int, actor: str, note: str) -> ReviewRow:
+        """Resolve an open item, audited."""
+        self._check()
+        row = self.reviews.get(review_id)
+        if row is None:
+            raise ReviewError(f"no review item {review_id}")
+        if row.status != "open":
+            raise ReviewError(f"review item {review_id} is already {row.status}")
+        done = replace(row, status="resolved", resolved_at=self._now(), resolved_by=actor,
+                       note=note)  # fmt: skip
+        self.reviews[review_id] = done
+        self._audit(actor, ACTION_REVIEW_RESOLVE, row.event_pk, f"review {review_id}")
+        return done
 
     def _close_attempt(
         self,

@@ -47,19 +47,21 @@ from typing import Any, Final
 import psycopg
 
 from carehook.crypto import KeyRing
-from carehook.errors import LeaseLost
+from carehook.errors import LeaseLost, ReviewError
 from carehook.inbox import _common as c
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.work import (
     ACTION_REPLAY,
+    ACTION_REVIEW_RESOLVE,
     AttemptRow,
     Claim,
     PurgeCounts,
     ReplayFilter,
+    ReviewRow,
     StepRow,
     TimelineRow,
 )
-from carehook.workflows import TimelineEntry
+from carehook.workflows import ReviewRequest, TimelineEntry
 
 #: the LISTEN/NOTIFY channel of "there may be work"
 CHANNEL: Final = "carehook_work"
@@ -149,7 +151,7 @@ SELECT (SELECT count(*) FROM done_ev), ({_WAKE_BEHIND})
 """
 _RECORD_STEP: Final = f"""
 WITH ev AS (
-  SELECT id, type FROM events WHERE id = %(pk)s AND {_FENCE} FOR SHARE
+  SELECT id, type, source, subject FROM events WHERE id = %(pk)s AND {_FENCE} FOR SHARE
 ), step AS (
   INSERT INTO steps (event_pk, name, outcome, result, finished_at)
   SELECT id, %(name)s, %(outcome)s, %(detail)s, %(now)s FROM ev
@@ -163,7 +165,26 @@ WITH ev AS (
   SELECT %(subject)s, %(state)s, %(now)s FROM step WHERE %(has_line)s
   ON CONFLICT (subject) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
 )
-SELECT count(*) FROM ev
+SELECT ev.source, ev.subject, (SELECT count(*) FROM step) FROM ev
+"""
+_UPSERT_DATA: Final = """
+INSERT INTO subjects (subject, state, updated_at, data) VALUES (%s, '', %s, %s)
+ON CONFLICT (subject) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+"""
+_INSERT_REVIEW: Final = """
+INSERT INTO reviews (source, subject, event_pk, kind, severity, summary, dedup_key, status,
+                     created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'open', %s)
+"""
+_RESOLVE_REVIEW: Final = f"""
+WITH r AS (
+  UPDATE reviews SET status = 'resolved', resolved_at = %(now)s, resolved_by = %(actor)s,
+         note = %(note)s
+  WHERE id = %(id)s AND status = 'open' RETURNING {c.REVIEW_COLUMNS}
+), a AS (
+  INSERT INTO audit (at, actor, action, event_pk, detail)
+  SELECT %(now)s, %(actor)s, %(action)s, r.event_pk, 'review ' || r.id FROM r
+)
+SELECT {c.REVIEW_COLUMNS} FROM r
 """
 _NEXT_DUE: Final = f"""
 SELECT min(GREATEST(CASE WHEN e.status = 'processing' THEN e.lease_expires_at
@@ -275,13 +296,18 @@ class PostgresWork:
         outcome: str,
         detail: str,
         timeline: TimelineEntry | None,
+        *,
+        data: Mapping[str, object] | None = None,
+        review: ReviewRequest | None = None,
     ) -> None:
-        """Record a step, its timeline entry and its subject's state in one statement, once."""
+        """Record a step, its timeline entry and its subject's state in one statement, once;
+        the subject's data and a review item follow in the same transaction."""
         t = timeline
+        now = self._now()
         params = {
             "pk": pk,
             "owner": owner,
-            "now": self._now(),
+            "now": now,
             "name": name,
             "outcome": outcome,
             "detail": detail,
@@ -293,8 +319,45 @@ class PostgresWork:
         async with self._tx() as conn:
             cur = await conn.execute(_RECORD_STEP, params)
             row = await cur.fetchone()
-            if row is None or row[0] == 0:
+            if row is None:
                 raise LeaseLost(pk)
+            source, subject, new = row
+            if not new:
+                return  # already recorded: its effects were committed with it
+            if data is not None:
+                blob = c.seal_data(self._keyring, subject, data)
+                await conn.execute(_UPSERT_DATA, (subject, now, blob))
+            if review is not None:
+                r = review
+                await conn.execute(_INSERT_REVIEW, (source, subject, pk, r.kind, r.severity,
+                                                    r.summary, r.dedup_key, now))  # fmt: skip
+
+    async def subject_data(self, subject: str) -> dict[str, object]:
+        """A subject's working data, decrypted."""
+        rows = await self._fetch("SELECT data FROM subjects WHERE subject = %s", (subject,))
+        return c.open_data(self._keyring, subject, rows[0][0] if rows else None)
+
+    async def list_reviews(
+        self, status: str | None = "open", limit: int = 100
+    ) -> list[ReviewRow]:
+        """Review items, newest first."""
+        where, params = ("", ()) if status is None else ("WHERE status = %s", (status,))
+        sql = f"SELECT {c.REVIEW_COLUMNS} FROM reviews {where} ORDER BY id DESC LIMIT %s"
+        return [c.review_row(r, c.as_utc) for r in await self._fetch(sql, (*params, limit))]
+
+    async def resolve_review(self, review_id: int, actor: str, note: str) -> ReviewRow:
+        """Resolve an open item, audited, in one statement."""
+        params = {"now": self._now(), "actor": actor, "note": note, "id": review_id,
+                  "action": ACTION_REVIEW_RESOLVE}  # fmt: skip
+        async with self._tx() as conn:
+            cur = await conn.execute(_RESOLVE_REVIEW, params)
+            row = await cur.fetchone()
+        if row is not None:
+            return c.review_row(row, c.as_utc)
+        found = await self._fetch("SELECT status FROM reviews WHERE id = %s", (review_id,))
+        if not found:
+            raise ReviewError(f"no review item {review_id}")
+        raise ReviewError(f"review item {review_id} is already {found[0][0]}")
 
     async def _finish(self, sql: str, pk: int, owner: str, **extra: Any) -> None:
         params = {

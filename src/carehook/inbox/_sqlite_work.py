@@ -21,19 +21,21 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from carehook.crypto import KeyRing
-from carehook.errors import LeaseLost
+from carehook.errors import LeaseLost, ReviewError
 from carehook.inbox import _common as c
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.work import (
     ACTION_REPLAY,
+    ACTION_REVIEW_RESOLVE,
     AttemptRow,
     Claim,
     PurgeCounts,
     ReplayFilter,
+    ReviewRow,
     StepRow,
     TimelineRow,
 )
-from carehook.workflows import TimelineEntry
+from carehook.workflows import ReviewRequest, TimelineEntry
 
 T = TypeVar("T")
 
@@ -92,7 +94,7 @@ UPDATE events SET status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending'
        lease_expires_at = NULL
 WHERE id = ? AND {_FENCE} RETURNING subject
 """
-_HELD_TYPE: Final = f"SELECT type FROM events WHERE id = ? AND {_FENCE}"
+_HELD_TYPE: Final = f"SELECT type, source, subject FROM events WHERE id = ? AND {_FENCE}"
 _INSERT_STEP: Final = """
 INSERT INTO steps (event_pk, name, outcome, result, finished_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (event_pk, name) DO NOTHING
@@ -103,6 +105,19 @@ _INSERT_TIMELINE: Final = (
 _UPSERT_SUBJECT: Final = """
 INSERT INTO subjects (subject, state, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (subject) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+"""
+_UPSERT_DATA: Final = """
+INSERT INTO subjects (subject, state, updated_at, data) VALUES (?, '', ?, ?)
+ON CONFLICT (subject) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+"""
+_INSERT_REVIEW: Final = """
+INSERT INTO reviews (source, subject, event_pk, kind, severity, summary, dedup_key, status,
+                     created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)
+"""
+_REVIEW_BY_ID: Final = f"SELECT {c.REVIEW_COLUMNS} FROM reviews WHERE id = ?"
+_RESOLVE_REVIEW: Final = """
+UPDATE reviews SET status = 'resolved', resolved_at = ?, resolved_by = ?, note = ?
+WHERE id = ? AND status = 'open'
 """
 _INSERT_AUDIT: Final = (
     "INSERT INTO audit (at, actor, action, event_pk, detail) VALUES (?, ?, ?, ?, ?)"
@@ -237,8 +252,12 @@ class SqliteWork:
         outcome: str,
         detail: str,
         timeline: TimelineEntry | None,
+        *,
+        data: Mapping[str, object] | None = None,
+        review: ReviewRequest | None = None,
     ) -> None:
-        """Record a step, its timeline entry and its subject's state in one transaction, once."""
+        """Record a step, its timeline entry, its subject's state and data and its review item
+        in one transaction, once."""
         _now_dt, now = self._now()
 
         def run(conn: sqlite3.Connection) -> None:
@@ -247,12 +266,52 @@ class SqliteWork:
                 raise LeaseLost(pk)
             if conn.execute(_INSERT_STEP, (pk, name, outcome, detail, now)).rowcount == 0:
                 return  # already recorded: its effects were committed with it
+            type_, source, subject = held
             if timeline is not None:
                 t = timeline
-                conn.execute(_INSERT_TIMELINE, (t.subject, pk, held[0], t.state, t.detail, now))
+                conn.execute(_INSERT_TIMELINE, (t.subject, pk, type_, t.state, t.detail, now))
                 conn.execute(_UPSERT_SUBJECT, (t.subject, t.state, now))
+            if data is not None:
+                blob = c.seal_data(self._keyring, subject, data)
+                conn.execute(_UPSERT_DATA, (subject, now, blob))
+            if review is not None:
+                r = review
+                conn.execute(_INSERT_REVIEW, (source, subject, pk, r.kind, r.severity,
+                                              r.summary, r.dedup_key, now))  # fmt: skip
 
         await self._call(run)
+
+    async def subject_data(self, subject: str) -> dict[str, object]:
+        """A subject's working data, decrypted."""
+        sql = "SELECT data FROM subjects WHERE subject = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (subject,)).fetchone())
+        return c.open_data(self._keyring, subject, None if row is None else row[0])
+
+    async def list_reviews(
+        self, status: str | None = "open", limit: int = 100
+    ) -> list[ReviewRow]:
+        """Review items, newest first."""
+        where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
+        sql = f"SELECT {c.REVIEW_COLUMNS} FROM reviews {where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
+        return [c.review_row(r, c.from_text) for r in rows]
+
+    async def resolve_review(self, review_id: int, actor: str, note: str) -> ReviewRow:
+        """Resolve an open item, audited."""
+        _now_dt, now = self._now()
+
+        def run(conn: sqlite3.Connection) -> ReviewRow:
+            found = conn.execute(_REVIEW_BY_ID, (review_id,)).fetchone()
+            if found is None:
+                raise ReviewError(f"no review item {review_id}")
+            if found[8] != "open":
+                raise ReviewError(f"review item {review_id} is already {found[8]}")
+            conn.execute(_RESOLVE_REVIEW, (now, actor, note, review_id))
+            conn.execute(_INSERT_AUDIT, (now, actor, ACTION_REVIEW_RESOLVE, found[3],
+                                         f"review {review_id}"))  # fmt: skip
+            return c.review_row(conn.execute(_REVIEW_BY_ID, (review_id,)).fetchone(), c.from_text)
+
+        return await self._call(run)
 
     async def _finish(
         self, pk: int, sql: str, params: tuple[Any, ...], attempt: tuple[Any, ...]

@@ -28,7 +28,7 @@ from carehook.inbox.port import (
     EventRow,
     RequestRow,
 )
-from carehook.inbox.work import AttemptRow, StepRow, TimelineRow
+from carehook.inbox.work import AttemptRow, ReviewRow, StepRow, TimelineRow
 
 
 class InMemoryInbox(MemoryWork, StoreBase):
@@ -50,6 +50,8 @@ class InMemoryInbox(MemoryWork, StoreBase):
         self.attempts: dict[int, list[AttemptRow]] = {}
         self.timeline_rows: list[TimelineRow] = []
         self.subjects: dict[str, tuple[str, datetime]] = {}
+        self.subject_blobs: dict[str, bytes] = {}
+        self.reviews: dict[int, ReviewRow] = {}
         self._keys: dict[tuple[str, str], int] = {}
         self._last_pk = 0
         self._signal = WorkSignal()
@@ -161,7 +163,7 @@ class InMemoryInbox(MemoryWork, StoreBase):
         row = stored.row
         return self._keyring.decrypt(stored.ciphertext, payload_aad(row.source, row.event_id))
 
-    def _audit(self, actor: str, action: str, event_pk: int, detail: str) -> None:
+    def _audit(self, actor: str, action: str, event_pk: int | None, detail: str) -> None:
         self.audit.append(
             AuditRow(
                 id=len(self.audit) + 1,

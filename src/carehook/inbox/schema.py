@@ -137,6 +137,9 @@ subjects = sa.Table(
     # with the step that produced it); text is the same on both dialects
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # the workflows' working data for the subject (consult progress, lock, attendance ...):
+    # JSON, AES-GCM encrypted with the subject as associated data; written with a step
+    sa.Column("data", sa.LargeBinary, nullable=True),
 )
 
 timeline = sa.Table(
@@ -169,6 +172,9 @@ reviews = sa.Table(
     sa.Column("resolved_at", Timestamp, nullable=True),
     sa.Column("resolved_by", sa.Text, nullable=True),
     sa.Column("note", sa.Text, nullable=True),
+    sa.Column("severity", sa.Text, nullable=False, server_default=sa.text("'normal'")),
+    # why the item was opened: ids, scores and codes only, never PHI
+    sa.Column("summary", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index(None, "status", "created_at"),
     sa.Index(None, "kind", "dedup_key"),
 )

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from carehook.workflows import TimelineEntry
+from carehook.workflows import ReviewRequest, TimelineEntry
 
 #: statuses that hold back later events of the same subject
 BLOCKING_STATUSES = ("pending", "processing", "retrying")
 #: the audit action for a replay
 ACTION_REPLAY = "event.replay"
+#: the audit action for resolving a review item
+ACTION_REVIEW_RESOLVE = "review.resolve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,25 @@ class TimelineRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRow:
+    """An item of the human review queue (``status``: open or resolved)."""
+
+    id: int
+    source: str
+    subject: str
+    event_pk: int | None
+    kind: str
+    severity: str
+    summary: str
+    dedup_key: str | None
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayFilter:
     """Which events to replay: explicit ids, or every event matching all given fields."""
 
@@ -141,9 +162,26 @@ class WorkStore(Protocol):
 
     async def record_step(
         self, pk: int, owner: str, name: str, outcome: str, detail: str,
-        timeline: TimelineEntry | None,
+        timeline: TimelineEntry | None, *, data: Mapping[str, object] | None = None,
+        review: ReviewRequest | None = None,
     ) -> None:
-        """Record a finished step with its timeline entry, atomically (see the module doc)."""
+        """Record a finished step with its timeline entry, the event subject's new working
+        ``data`` (replacing it, encrypted) and a review item, atomically (see the module doc)."""
+        ...
+
+    async def subject_data(self, subject: str) -> dict[str, object]:
+        """A subject's working data, decrypted (``{}`` if it has none)."""
+        ...
+
+    async def list_reviews(
+        self, status: str | None = "open", limit: int = 100
+    ) -> list[ReviewRow]:
+        """Review items, newest first (``status`` None: all)."""
+        ...
+
+    async def resolve_review(self, review_id: int, actor: str, note: str) -> ReviewRow:
+        """Resolve an open review item with ``note``, audited; ReviewError if there is no such
+        item or it is already resolved."""
         ...
 
     async def complete(self, pk: int, owner: str) -> None:

@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -317,19 +317,25 @@ class Worker:
         remaining = [step for step in steps if step.name not in done]
         if remaining:
             item = work_item(claim)
+            stateful = workflow is not None and workflow.stateful
+            state: Mapping[str, Any] = (
+                await self._store.subject_data(claim.subject) if stateful else {}
+            )
             for step in remaining:
-                result = await self._run_step(step, item)
+                result = await self._run_step(step, item, state)
                 await self._store.record_step(
                     claim.pk, self.owner, step.name, result.outcome, result.detail,
-                    result.timeline,
+                    result.timeline, data=result.state, review=result.review,
                 )  # fmt: skip
+                if result.state is not None:
+                    state = result.state
         await self._store.complete(claim.pk, self.owner)
 
-    async def _run_step(self, step: Step, item: WorkItem) -> StepResult:
+    async def _run_step(self, step: Step, item: WorkItem, state: Mapping[str, Any]) -> StepResult:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await step.run(StepContext(item=item, now=self._clock()))
+            result = await step.run(StepContext(item=item, now=self._clock(), state=state))
             outcome = result.outcome.split(":", 1)[0]
             return result
         finally:

@@ -41,20 +41,42 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRequest:
+    """An item for the human review queue, opened with the step that asks for it.
+
+    ``summary`` says why (ids, scores, codes), never PHI; ``dedup_key`` names what it is about
+    (a session, a review id) so an operator sees repeats together.
+    """
+
+    kind: str
+    severity: str = "normal"  # normal | high | critical
+    summary: str = ""
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
-    """How a step ended: ``ok``, ``skipped: <why>`` or ``refused: <why>``; no PHI in detail."""
+    """How a step ended: ``ok``, ``skipped: <why>`` or ``refused: <why>``; no PHI in detail.
+
+    ``state``, when given, replaces the event subject's working data (encrypted at rest), and
+    ``review`` opens a review item; both commit with the step record, exactly once.
+    """
 
     outcome: str = "ok"
     detail: str = ""
     timeline: TimelineEntry | None = None
+    state: Mapping[str, Any] | None = field(default=None, repr=False)
+    review: ReviewRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    """What a step may use."""
+    """What a step may use: the event, the time, and its subject's working data as the
+    previous steps left it (read once per attempt; events of one subject never run at once)."""
 
     item: WorkItem
     now: datetime
+    state: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 StepFn = Callable[[StepContext], Awaitable[StepResult]]
@@ -74,6 +96,8 @@ class Workflow:
 
     name: str
     steps: tuple[Step, ...]
+    #: whether its steps read the subject's working data (``ctx.state``); read once per attempt
+    stateful: bool = False
 
 
 class Router:
