@@ -305,7 +305,7 @@ class Worker:
             self._done(claim)
 
     async def _run_workflow(self, claim: Claim) -> None:
-        workflow = self._router.route(claim.vendor, claim.type)
+        workflow = self._router.route(claim.vendor, claim.type, claim.source)
         steps = workflow.steps if workflow is not None else ()
         done: Collection[str] = ()
         if steps:

@@ -100,17 +100,32 @@ class Workflow:
     stateful: bool = False
 
 
+#: extra steps for an event by (source, event type): the configured forward routes
+ExtraSteps = Callable[[str, str], tuple[Step, ...]]
+
+
 class Router:
-    """Maps (vendor, event type) to a workflow; unknown pairs have none."""
+    """Maps (vendor, event type) to a workflow; unknown pairs have none (or the fallback).
+
+    ``extra`` adds steps by (source, type) to the end of the event's workflow (forward routes);
+    an event whose type has no workflow still gets them.
+    """
 
     def __init__(self, routes: Mapping[tuple[str, str], Workflow],
-                 fallback: Workflow | None = None) -> None:
+                 fallback: Workflow | None = None, extra: ExtraSteps | None = None) -> None:
         self._routes = dict(routes)
         self._fallback = fallback
+        self._extra = extra
 
-    def route(self, vendor: str, event_type: str) -> Workflow | None:
-        """The workflow for this event, or the fallback."""
-        return self._routes.get((vendor, event_type), self._fallback)
+    def route(self, vendor: str, event_type: str, source: str = "") -> Workflow | None:
+        """The workflow for this event, or the fallback; with its extra steps."""
+        workflow = self._routes.get((vendor, event_type), self._fallback)
+        more = self._extra(source, event_type) if self._extra is not None else ()
+        if not more:
+            return workflow
+        if workflow is None:
+            return Workflow("forward", more)
+        return Workflow(workflow.name, workflow.steps + more, workflow.stateful)
 
 
 async def record_subject_state(ctx: StepContext) -> StepResult:
