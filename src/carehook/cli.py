@@ -27,6 +27,7 @@ from carehook.cli_common import (
     with_store,
 )
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_sandbox import sandbox
 from carehook.errors import CarehookError, ConfigError
 from carehook.settings import DEFAULT_CONFIG_PATH, config_path, load_settings
 
@@ -255,6 +256,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 
 app.command()(status)
 app.command()(purge)
+app.command()(sandbox)
 
 
 def main() -> None:
