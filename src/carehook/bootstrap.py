@@ -20,6 +20,7 @@ from carehook.inbox import open_store
 from carehook.inbox.port import InboxStore
 from carehook.inbox.work import WorkStore
 from carehook.observability import Metrics
+from carehook.services import build_services, workflow_config
 from carehook.settings import Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
@@ -29,7 +30,8 @@ from carehook.worker.engine import Worker, utcnow
 from carehook.worker.metrics import WorkerMetrics
 from carehook.worker.policy import RetryPolicy
 from carehook.worker.purge import Purger
-from carehook.workflows import Router, default_router
+from carehook.workflows import Router, catalog
+from carehook.workflows.ports import Services
 
 
 class Store(InboxStore, WorkStore, Protocol):
@@ -85,7 +87,7 @@ def build_app(
     enabled = components.settings.worker.enabled if worker is None else worker
     background: list[Background] = []
     if enabled:
-        background = [build_worker(components).run, build_purger(components).run]
+        background = [worker_task(components), build_purger(components).run]
     return create_app(ingress, components.store, components.metrics, background)
 
 
@@ -99,20 +101,21 @@ def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:
     return lambda source: policies.get(source, default)
 
 
-def build_router(settings: Settings) -> Router:  # noqa: ARG001 (workflows will read destinations)
-    """Which workflow each (vendor, event type) runs: for now, every handled event records its
-    subject's state (the vendors' clinical workflows come with the connectors)."""
-    return default_router()
+def build_router(settings: Settings, services: Services) -> Router:
+    """Which workflow each (vendor, event type) runs, over ``services``."""
+    return catalog.build_router(workflow_config(settings), services)
 
 
 def build_worker(
-    components: Components, *, concurrency: int | None = None, router: Router | None = None
+    components: Components, *, concurrency: int | None = None, router: Router | None = None,
+    services: Services | None = None,
 ) -> Worker:
-    """The worker over the components' store, configured by ``[worker]``."""
+    """The worker over the components' store, configured by ``[worker]``; its workflows use
+    ``services`` (default: none configured, every connector step ``skipped``)."""
     cfg = components.settings.worker
     return Worker(
         components.store,
-        router or build_router(components.settings),
+        router or build_router(components.settings, services or Services()),
         build_policies(components.settings),
         concurrency=concurrency or cfg.concurrency,
         lease_seconds=cfg.lease_seconds,
@@ -120,6 +123,22 @@ def build_worker(
         shutdown_grace_seconds=cfg.shutdown_grace_seconds,
         metrics=components.worker_metrics,
     )
+
+
+def worker_task(components: Components, *, concurrency: int | None = None) -> Background:
+    """The worker as a background task: builds the configured connectors, runs until ``stop``,
+    then closes the connectors' HTTP clients."""
+
+    async def run(stop: asyncio.Event) -> None:
+        service_set = build_services(components.settings)
+        try:
+            worker = build_worker(components, concurrency=concurrency,
+                                  services=service_set.services)  # fmt: skip
+            await worker.run(stop)
+        finally:
+            await service_set.aclose()
+
+    return run
 
 
 def build_purger(components: Components) -> Purger:
@@ -154,7 +173,7 @@ async def run_worker(
     await components.store.open()
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(build_worker(components, concurrency=concurrency).run(stop))
+            group.create_task(worker_task(components, concurrency=concurrency)(stop))
             group.create_task(build_purger(components).run(stop))
     finally:
         await components.store.close()

@@ -61,7 +61,9 @@ def build_router(config: WorkflowConfig, services: Services) -> Router:
 def contributors() -> tuple[Contributor, ...]:
     """Every module's ``workflows`` function (imported here, not at module level, so the
     modules may import this one for the config types)."""
-    return ()
+    from carehook.workflows import notes, transcripts
+
+    return (notes.workflows, transcripts.workflows)
 
 
 def forward_steps(config: WorkflowConfig, services: Services) -> ExtraSteps | None:  # noqa: ARG001

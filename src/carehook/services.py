@@ -1,0 +1,111 @@
+"""The composition root's connector half: settings → the workflows' :class:`Services`.
+
+Called by :mod:`carehook.bootstrap` only (it is bootstrap's, split out to keep both small).
+Every outbound HTTP client comes from :func:`carehook.connectors.outbound.outbound_client`:
+loopback and private addresses are refused unless the destination (``allow_private``) or the
+source (``api_allow_private``) allows them. Each destination and each source's vendor API has
+its own client (its own timeout and guard); :meth:`ServiceSet.aclose` closes them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from carehook.connectors.abridge import AbridgeClient
+from carehook.connectors.fhir.client import FhirClient, OAuthClientCredentials
+from carehook.connectors.forward import WebhookDestination
+from carehook.connectors.healthie import HealthieClient
+from carehook.connectors.notify import AppriseNotifier
+from carehook.connectors.outbound import outbound_client
+from carehook.errors import ConfigError
+from carehook.settings import DestinationSettings, Settings, SourceSettings, resolve_secret
+from carehook.workflows.catalog import ForwardRoute, SourceOptions, WorkflowConfig
+from carehook.workflows.ports import (
+    AbridgeApi,
+    Destination,
+    Ehr,
+    HealthieApi,
+    Services,
+)
+
+
+@dataclass(slots=True)
+class ServiceSet:
+    """The built services and the HTTP clients they hold."""
+
+    services: Services
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Close every HTTP client."""
+        for client in self.clients:
+            await client.aclose()
+
+
+def workflow_config(settings: Settings) -> WorkflowConfig:
+    """What the workflows read of the settings."""
+    return WorkflowConfig(
+        sources={
+            name: SourceOptions(cfg.vendor, cfg.quality_threshold, cfg.review_cooldown_hours)
+            for name, cfg in settings.sources.items()
+        },
+        routes=tuple(ForwardRoute(r.source, r.events, r.to) for r in settings.routes),
+    )
+
+
+def build_services(settings: Settings) -> ServiceSet:
+    """Every configured connector (a missing one stays None: its steps say "not configured")."""
+    out = ServiceSet(Services(dashboard_url=settings.dashboard_url))
+    ehr: Ehr | None = None
+    destinations: dict[str, Destination] = {}
+    for name, dest in settings.destinations.items():
+        http = _client(out, dest.allow_private, dest.timeout_seconds)
+        if dest.type == "fhir":
+            if name == "ehr":
+                ehr = _fhir(http, name, dest)
+        else:
+            secret = resolve_secret(dest.secret or "", f"destinations.{name}.secret")
+            destinations[name] = WebhookDestination(name, http, dest.url, secret)
+    abridge: dict[str, AbridgeApi] = {}
+    healthie: dict[str, HealthieApi] = {}
+    for name, src in settings.sources.items():
+        if src.api_url is None:
+            continue
+        http = _client(out, src.api_allow_private, 30.0)
+        if src.vendor == "abridge":
+            abridge[name] = AbridgeClient(http, src.api_url, _secret(src, name, "api_token"),
+                                          src.org_id)  # fmt: skip
+        elif src.vendor == "healthie":
+            healthie[name] = HealthieClient(http, src.api_url, _secret(src, name, "api_key"))
+    notifier = AppriseNotifier(settings.channels) if settings.channels else None
+    out.services = Services(ehr=ehr, abridge=abridge, healthie=healthie, notifier=notifier,
+                            destinations=destinations, dashboard_url=settings.dashboard_url)
+    return out
+
+
+def _client(out: ServiceSet, allow_private: bool, timeout: float) -> httpx.AsyncClient:
+    client = outbound_client(allow_private=allow_private, timeout=timeout)
+    out.clients.append(client)
+    return client
+
+
+def _secret(src: SourceSettings, name: str, key: str) -> str:
+    value = getattr(src, key)
+    if not value:
+        raise ConfigError(f"sources.{name}: api_url is set but {key} is missing")
+    return resolve_secret(str(value), f"sources.{name}.{key}")
+
+
+def _fhir(http: httpx.AsyncClient, name: str, dest: DestinationSettings) -> FhirClient:
+    token = None if dest.token is None else resolve_secret(dest.token, f"destinations.{name}.token")
+    oauth = None
+    if dest.token_url and dest.client_id and dest.client_secret:
+        oauth = OAuthClientCredentials(
+            token_url=dest.token_url, client_id=dest.client_id,
+            client_secret=resolve_secret(dest.client_secret,
+                                         f"destinations.{name}.client_secret"),
+            scope=dest.scope,
+        )  # fmt: skip
+    return FhirClient(http, dest.url, token=token, oauth=oauth, timeout=dest.timeout_seconds)

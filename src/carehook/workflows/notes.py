@@ -1,0 +1,204 @@
+"""Abridge notes into the EHR: the note's lifecycle, patient summaries and the provider roster.
+
+The note lifecycle is a DocumentReference per Abridge note (identifier
+``urn:carehook:abridge:note|<note id>``):
+
+- ``encounter.session.completed``: fetch the note, conditional create with docStatus
+  ``preliminary``. A note that already exists is left as it is (a duplicate, a replay, or a
+  ``signed`` that arrived first and already wrote the final note).
+- ``encounter.note.reviewed``: fetch the final text, update with docStatus ``amended`` — unless
+  the note is locked, which the step reports as ``refused: note signed`` (the event still ends
+  ``done``: refusing is the right outcome, not a failure).
+- ``encounter.note.signed``: fetch the note, write it with docStatus ``final`` (creating it if
+  ``completed`` has not been processed yet), and lock it.
+
+"Locked" is known twice: in the subject's working data (``locked``) and in the EHR itself (a
+DocumentReference whose docStatus is ``final``). The EHR's answer covers note events whose
+subject differs (an event naming only the note id, not its session).
+
+``patient.summary.ready`` pushes the summary to the ``portal`` destination;
+``provider.enrolled`` upserts a Practitioner by the provider's identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from carehook.connectors.fhir import mapping as fhir
+from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
+from carehook.workflows.catalog import WorkflowConfig
+from carehook.workflows.ports import AbridgeApi, ClinicalNote, Ehr, Services
+
+NOT_CONFIGURED = "skipped: not configured"
+REFUSED_SIGNED = "refused: note signed"
+
+
+def _data(ctx: StepContext) -> Mapping[str, Any]:
+    data = ctx.item.payload.get("data")
+    return data if isinstance(data, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class AbridgeNotes:
+    """The steps of the Abridge note workflows over one set of services."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def _api(self, ctx: StepContext) -> AbridgeApi | None:
+        return self._services.abridge.get(ctx.item.source)
+
+    async def _fetch(self, ctx: StepContext) -> ClinicalNote | None:
+        api = self._api(ctx)
+        if api is None:
+            return None
+        data = _data(ctx)
+        return await api.note(_str(data.get("session_id")), _str(data.get("note_id")))
+
+    def _missing(self, ctx: StepContext, *, need_api: bool = True) -> StepResult | None:
+        """A ``skipped: not configured`` result when the EHR or the Abridge API is missing."""
+        if self._services.ehr is None:
+            return StepResult(NOT_CONFIGURED, "destination ehr")
+        if need_api and self._api(ctx) is None:
+            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+        return None
+
+    async def create_preliminary(self, ctx: StepContext) -> StepResult:
+        """Fetch the note and create it as preliminary, once."""
+        ehr, note = self._services.ehr, None
+        if (skip := self._missing(ctx)) is not None or ehr is None:
+            return skip or StepResult(NOT_CONFIGURED)
+        note = await self._fetch(ctx)
+        assert note is not None  # _missing checked the API
+        system = fhir.NOTE_SYSTEM["abridge"]
+        resource = fhir.note_document_reference(note, "preliminary")
+        stored, created = await ehr.create(
+            resource, if_none_exist=fhir.if_none_exist(system, note.note_id)
+        )
+        status = fhir.doc_status(stored) or "preliminary"
+        detail = f"DocumentReference/{stored.get('id')} {'created' if created else 'exists'}"
+        state = {**ctx.state, "note_id": note.note_id, "doc_status": status}
+        return StepResult("ok", f"{detail} ({status})",
+                          TimelineEntry(ctx.item.subject, f"note.{status}", detail), state)
+
+    async def amend(self, ctx: StepContext) -> StepResult:
+        """Write the reviewed text as amended, unless the note is locked."""
+        ehr = self._services.ehr
+        if (skip := self._missing(ctx)) is not None or ehr is None:
+            return skip or StepResult(NOT_CONFIGURED)
+        if ctx.state.get("locked"):
+            return self._refused(ctx, "carehook lock")
+        note = await self._fetch(ctx)
+        assert note is not None
+        existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
+        if existing is not None and fhir.doc_status(existing) == "final":
+            return self._refused(ctx, "EHR docStatus final")
+        stored = await self._write(ehr, note, "amended", existing)
+        detail = f"DocumentReference/{stored.get('id')} amended"
+        state = {**ctx.state, "note_id": note.note_id, "doc_status": "amended"}
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.amended", detail),
+                          state)
+
+    async def lock(self, ctx: StepContext) -> StepResult:
+        """Write the note as final and lock it; later edits are refused."""
+        ehr = self._services.ehr
+        if (skip := self._missing(ctx)) is not None or ehr is None:
+            return skip or StepResult(NOT_CONFIGURED)
+        note = await self._fetch(ctx)
+        assert note is not None
+        existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
+        if existing is not None and fhir.doc_status(existing) == "final":
+            stored, verb = existing, "already final"
+        else:
+            stored, verb = await self._write(ehr, note, "final", existing), "final"
+        detail = f"DocumentReference/{stored.get('id')} {verb}; locked"
+        state = {**ctx.state, "note_id": note.note_id, "doc_status": "final", "locked": True}
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.signed", detail),
+                          state)
+
+    @staticmethod
+    async def _write(
+        ehr: Ehr, note: ClinicalNote, status: str, existing: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Update ``existing`` to ``status``, or create the note with it (conditionally)."""
+        resource = fhir.note_document_reference(note, status, existing=existing)
+        if existing is not None:
+            return await ehr.update(resource)
+        system = fhir.NOTE_SYSTEM["abridge"]
+        stored, _created = await ehr.create(
+            resource, if_none_exist=fhir.if_none_exist(system, note.note_id)
+        )
+        if fhir.doc_status(stored) != status and fhir.doc_status(stored) != "final":
+            # created meanwhile by someone else: bring it to this status
+            return await ehr.update(fhir.note_document_reference(note, status, existing=stored))
+        return stored
+
+    @staticmethod
+    def _refused(ctx: StepContext, why: str) -> StepResult:
+        detail = f"note is signed ({why}); the edit was not written"
+        return StepResult(REFUSED_SIGNED, detail,
+                          TimelineEntry(ctx.item.subject, "note.edit_refused", detail))
+
+    async def push_summary(self, ctx: StepContext) -> StepResult:
+        """Fetch the patient summary and POST it to the ``portal`` destination."""
+        portal = self._services.destinations.get("portal")
+        api = self._api(ctx)
+        if portal is None:
+            return StepResult(NOT_CONFIGURED, "destination portal")
+        if api is None:
+            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+        summary = await api.patient_summary(str(_data(ctx).get("session_id")))
+        body = {
+            "type": "patient.summary", "summary_id": summary.summary_id,
+            "session_id": summary.session_id, "patient_id": summary.patient_id,
+            "language": summary.language, "text": summary.text,
+        }  # fmt: skip
+        item = ctx.item
+        sent = await portal.deliver(f"{item.source}:{item.event_id}:portal", body)
+        detail = f"summary {summary.summary_id} delivered ({sent.status})"
+        return StepResult("ok", detail, TimelineEntry(item.subject, "summary.delivered", detail))
+
+    async def upsert_provider(self, ctx: StepContext) -> StepResult:
+        """Fetch the provider and create or update its Practitioner by identifier."""
+        ehr = self._services.ehr
+        if (skip := self._missing(ctx)) is not None or ehr is None:
+            return skip or StepResult(NOT_CONFIGURED)
+        api = self._api(ctx)
+        assert api is not None
+        provider = await api.provider(str(_data(ctx).get("provider_id")))
+        system = fhir.PRACTITIONER_SYSTEM
+        existing = await ehr.search("Practitioner", system, provider.provider_id)
+        resource = fhir.practitioner(provider, existing=existing)
+        if existing is not None:
+            stored, verb = await ehr.update(resource), "updated"
+        else:
+            stored, created = await ehr.create(
+                resource, if_none_exist=fhir.if_none_exist(system, provider.provider_id)
+            )
+            verb = "created" if created else "exists"
+        detail = f"Practitioner/{stored.get('id')} {verb}"
+        line = TimelineEntry(ctx.item.subject, "provider.enrolled", detail)
+        return StepResult("ok", detail, line)
+
+
+def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str], Workflow]:  # noqa: ARG001
+    """The Abridge note, summary and roster workflows."""
+    s = AbridgeNotes(services)
+
+    def one(name: str, step: str, run: Any) -> Workflow:
+        return Workflow(name, (Step(step, run),), stateful=True)
+
+    return {
+        ("abridge", "encounter.session.completed"): one("abridge.note", "ehr.note.create",
+                                                        s.create_preliminary),
+        ("abridge", "encounter.note.reviewed"): one("abridge.note", "ehr.note.amend", s.amend),
+        ("abridge", "encounter.note.signed"): one("abridge.note", "ehr.note.lock", s.lock),
+        ("abridge", "patient.summary.ready"): one("abridge.summary", "portal.summary",
+                                                  s.push_summary),
+        ("abridge", "provider.enrolled"): one("abridge.roster", "ehr.practitioner",
+                                              s.upsert_provider),
+    }  # fmt: skip

@@ -1,0 +1,231 @@
+"""Nabla notes and transcripts, and Healthie transcripts, into the EHR.
+
+- nabla ``generate_note_async.succeeded``: the note (suggested dot phrases merged in, see
+  :func:`merge_dot_phrases`) becomes a DocumentReference and a Composition whose sections carry
+  LOINC section codes; both are conditional creates on the Nabla job id, and both carry the
+  client's ``external_id`` so the client's request can be found from either.
+- nabla ``transcribe_async.succeeded``: the transcript is stored in the job's working data
+  (encrypted) and written as a transcript DocumentReference, items in spoken order.
+- healthie ``appointment.transcript_available``: the appointment and its transcript are fetched
+  over GraphQL, then follow the same path.
+
+Storing the transcript is its own step, so a retry of the EHR write does not fetch it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from carehook.connectors.fhir import mapping as fhir
+from carehook.errors import PermanentError
+from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
+from carehook.workflows.catalog import WorkflowConfig
+from carehook.workflows.notes import NOT_CONFIGURED
+from carehook.workflows.ports import (
+    ClinicalNote,
+    NoteSection,
+    Services,
+    Transcript,
+    TranscriptItem,
+)
+
+#: where a dot phrase goes when Nabla suggests no section (the brief's first rule: "decide for a
+#: default, for instance any kind of free-text area")
+FREE_TEXT_KEY = "ADDITIONAL_NOTES"
+FREE_TEXT_TITLE = "Additional notes"
+
+
+def _job(ctx: StepContext) -> Mapping[str, Any]:
+    data = ctx.item.payload.get("data")
+    return data if isinstance(data, Mapping) else {}
+
+
+def _inner(ctx: StepContext) -> Mapping[str, Any]:
+    payload = _job(ctx).get("payload")
+    return payload if isinstance(payload, Mapping) else {}
+
+
+def merge_dot_phrases(
+    sections: Sequence[NoteSection], suggestions: Sequence[Mapping[str, Any]]
+) -> tuple[NoteSection, ...]:
+    """Insert each suggested dot phrase by the brief's three rules.
+
+    No suggested section: append to the free-text section (added at the end if absent).
+    Suggested section present: append ``text_to_insert`` to it. Suggested section absent: add
+    it (with Nabla's key and title) holding ``text_to_insert``.
+    """
+    merged = list(sections)
+    for suggestion in suggestions:
+        text = str(suggestion.get("text_to_insert") or "")
+        ref = suggestion.get("note_section")
+        if isinstance(ref, Mapping) and ref.get("key"):
+            key, title = str(ref["key"]), str(ref.get("title") or ref["key"])
+        else:
+            key, title = FREE_TEXT_KEY, FREE_TEXT_TITLE
+        at = next((i for i, s in enumerate(merged) if s.key == key), None)
+        if at is None:
+            merged.append(NoteSection(key, title, text))
+        else:
+            old = merged[at]
+            joined = f"{old.text}\n\n{text}" if old.text else text
+            merged[at] = NoteSection(old.key, old.title, joined)
+    return tuple(merged)
+
+
+def nabla_note(ctx: StepContext) -> ClinicalNote:
+    """The note of a ``generate_note_async.succeeded`` event, dot phrases merged."""
+    job, inner = _job(ctx), _inner(ctx)
+    note = inner.get("note")
+    if not isinstance(note, Mapping):
+        raise PermanentError(f"nabla event {ctx.item.event_id}: no note in the payload")
+    sections = tuple(
+        NoteSection(str(s.get("key")), str(s.get("title")), str(s.get("text")))
+        for s in note.get("sections") or () if isinstance(s, Mapping)
+    )  # fmt: skip
+    suggestions = [s for s in inner.get("suggested_dot_phrases") or () if isinstance(s, Mapping)]
+    return ClinicalNote(
+        vendor="nabla", note_id=str(job.get("id")),
+        sections=merge_dot_phrases(sections, suggestions),
+        title=str(note.get("title") or "Clinical note"), locale=note.get("locale"),
+        external_id=job.get("external_id"),
+    )  # fmt: skip
+
+
+def nabla_transcript(ctx: StepContext) -> Transcript:
+    """The transcript of a ``transcribe_async.succeeded`` event, in spoken order."""
+    job = _job(ctx)
+    items = tuple(
+        TranscriptItem(
+            speaker=str(i.get("speaker_type") or i.get("speaker") or "UNSPECIFIED").upper(),
+            text=str(i.get("text", "")),
+            start_ms=i.get("start_offset_ms"),
+            end_ms=i.get("end_offset_ms"),
+        )
+        for i in _inner(ctx).get("transcript") or ()
+        if isinstance(i, Mapping)
+    )
+    return Transcript(vendor="nabla", transcript_id=str(job.get("id")), items=items,
+                      external_id=job.get("external_id"))  # fmt: skip
+
+
+def transcript_to_state(t: Transcript) -> dict[str, Any]:
+    """A transcript as working data (JSON; encrypted at rest by the store)."""
+    return {
+        "vendor": t.vendor, "transcript_id": t.transcript_id, "patient_id": t.patient_id,
+        "encounter_id": t.encounter_id, "author_id": t.author_id, "language": t.language,
+        "external_id": t.external_id,
+        "items": [[i.speaker, i.text, i.start_ms, i.end_ms] for i in t.items],
+    }  # fmt: skip
+
+
+def transcript_from_state(d: Mapping[str, Any]) -> Transcript:
+    """The transcript :func:`transcript_to_state` stored."""
+    items = tuple(TranscriptItem(s, text, start, end) for s, text, start, end in d["items"])
+    return Transcript(
+        vendor=d["vendor"], transcript_id=d["transcript_id"], items=items,
+        patient_id=d.get("patient_id"), encounter_id=d.get("encounter_id"),
+        author_id=d.get("author_id"), language=d.get("language"),
+        external_id=d.get("external_id"),
+    )  # fmt: skip
+
+
+class TranscriptSteps:
+    """The steps of the Nabla and Healthie note and transcript workflows."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def note_document(self, ctx: StepContext) -> StepResult:
+        """The Nabla note as a preliminary DocumentReference (conditional create)."""
+        ehr = self._services.ehr
+        if ehr is None:
+            return StepResult(NOT_CONFIGURED, "destination ehr")
+        note = nabla_note(ctx)
+        system = fhir.NOTE_SYSTEM["nabla"]
+        stored, created = await ehr.create(
+            fhir.note_document_reference(note, "preliminary"),
+            if_none_exist=fhir.if_none_exist(system, note.note_id),
+        )
+        detail = f"DocumentReference/{stored.get('id')} {'created' if created else 'exists'}"
+        state = {**ctx.state, "document_reference": stored.get("id")}
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.preliminary", detail),
+                          state)
+
+    async def note_composition(self, ctx: StepContext) -> StepResult:
+        """The Nabla note as a Composition with LOINC-coded sections (conditional create)."""
+        ehr = self._services.ehr
+        if ehr is None:
+            return StepResult(NOT_CONFIGURED, "destination ehr")
+        note = nabla_note(ctx)
+        doc_id = ctx.state.get("document_reference")
+        resource = fhir.note_composition(note, None if doc_id is None else str(doc_id),
+                                         date=ctx.item.received_at)
+        stored, created = await ehr.create(
+            resource, if_none_exist=fhir.if_none_exist(fhir.NOTE_SYSTEM["nabla"], note.note_id)
+        )
+        coded = sum(1 for s in note.sections if s.key in fhir.LOINC_SECTIONS)
+        verb = "created" if created else "exists"
+        detail = f"Composition/{stored.get('id')} {verb}; {coded}/{len(note.sections)} coded"
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.composed", detail))
+
+    async def store_nabla_transcript(self, ctx: StepContext) -> StepResult:
+        """Keep the transcript in the job's working data (encrypted)."""
+        t = nabla_transcript(ctx)
+        return StepResult("ok", f"{len(t.items)} items stored",
+                          TimelineEntry(ctx.item.subject, "transcript.stored"),
+                          {**ctx.state, "transcript": transcript_to_state(t)})  # fmt: skip
+
+    async def fetch_healthie_transcript(self, ctx: StepContext) -> StepResult:
+        """Fetch the appointment and its transcript over GraphQL; keep it (encrypted)."""
+        api = self._services.healthie.get(ctx.item.source)
+        if api is None:
+            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+        appointment_id = str(ctx.item.payload.get("resource_id"))
+        appointment = await api.appointment(appointment_id)
+        t = await api.transcript(appointment_id)
+        t = Transcript(
+            vendor="healthie", transcript_id=t.transcript_id, items=t.items,
+            patient_id=t.patient_id or appointment.patient_id,
+            author_id=t.author_id or appointment.provider_id, language=t.language,
+            created_at=t.created_at,
+        )  # fmt: skip
+        state = {**ctx.state, "transcript": transcript_to_state(t)}
+        detail = f"transcript {t.transcript_id}: {len(t.items)} items stored"
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "transcript.stored"), state)
+
+    async def transcript_document(self, ctx: StepContext) -> StepResult:
+        """The stored transcript as a DocumentReference (conditional create)."""
+        ehr = self._services.ehr
+        stored_t = ctx.state.get("transcript")
+        if ehr is None:
+            return StepResult(NOT_CONFIGURED, "destination ehr")
+        if not isinstance(stored_t, Mapping):
+            raise PermanentError(f"event {ctx.item.pk}: no stored transcript")
+        t = transcript_from_state(stored_t)
+        system = fhir.TRANSCRIPT_SYSTEM[t.vendor]
+        stored, created = await ehr.create(
+            fhir.transcript_document_reference(t),
+            if_none_exist=fhir.if_none_exist(system, t.transcript_id),
+        )
+        detail = f"DocumentReference/{stored.get('id')} {'created' if created else 'exists'}"
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "transcript.filed", detail))
+
+
+def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str], Workflow]:  # noqa: ARG001
+    """The Nabla note and transcript workflows and Healthie's transcript workflow."""
+    s = TranscriptSteps(services)
+    return {
+        ("nabla", "generate_note_async.succeeded"): Workflow("nabla.note", (
+            Step("ehr.note.document", s.note_document),
+            Step("ehr.note.composition", s.note_composition),
+        ), stateful=True),
+        ("nabla", "transcribe_async.succeeded"): Workflow("nabla.transcript", (
+            Step("transcript.store", s.store_nabla_transcript),
+            Step("ehr.transcript", s.transcript_document),
+        ), stateful=True),
+        ("healthie", "appointment.transcript_available"): Workflow("healthie.transcript", (
+            Step("transcript.fetch", s.fetch_healthie_transcript),
+            Step("ehr.transcript", s.transcript_document),
+        ), stateful=True),
+    }  # fmt: skip
