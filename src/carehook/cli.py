@@ -27,6 +27,7 @@ from carehook.cli_common import (
     with_store,
 )
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_reviews import reviews_app
 from carehook.cli_sandbox import sandbox
 from carehook.errors import CarehookError, ConfigError
 from carehook.settings import DEFAULT_CONFIG_PATH, config_path, load_settings
@@ -43,6 +44,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(requests_app, name="requests")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(reviews_app, name="reviews")
 app.add_typer(db_app, name="db")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -180,34 +181,56 @@ def status(
     json_: JsonOpt = False,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 500,
 ) -> None:
-    """A subject's timeline: each event's state, when, and the time since the previous entry."""
+    """A subject's timeline: each event's state, when, the time since the previous entry and
+    since the first, and how long the subject spent in each state."""
 
     async def work(store: Any) -> tuple[str | None, list[Any]]:
         return await store.subject_state(subject), await store.timeline(subject, limit)
 
     state, rows = with_store(settings_of(config), work)
     entries = _timeline(rows)
+    spans = _state_durations(rows)
+    total = (rows[-1].at - rows[0].at).total_seconds() if rows else None
     if json_:
-        print(json.dumps({"subject": subject, "state": state, "timeline": entries}, indent=2))
+        print(json.dumps({"subject": subject, "state": state, "timeline": entries,
+                          "total_seconds": total, "state_seconds": spans}, indent=2))
         return
     if not entries:
         err.print(f"no timeline for {subject}")
         raise typer.Exit(1)
     out.print(f"{subject}: {state}", highlight=False)
-    table("timeline", entries, ["at", "since_previous", "event_pk", "type", "state", "detail"])
+    table("timeline", entries, ["at", "since_previous", "elapsed", "event_pk", "type", "state",
+                                "detail"])  # fmt: skip
+    if len(rows) > 1 and total is not None:
+        parts = ", ".join(f"{name} {_duration(secs)[1:]}" for name, secs in spans.items())
+        out.print(f"{len(rows)} entries over {_duration(total)[1:]}; time per state: {parts}",
+                  highlight=False)  # fmt: skip
 
 
 def _timeline(rows: list[Any]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     previous: datetime | None = None
+    first: datetime | None = rows[0].at if rows else None
     for row in rows:
         doc: dict[str, Any] = jsonable(row)
         gap = None if previous is None else (row.at - previous).total_seconds()
         doc["since_previous_seconds"] = gap
         doc["since_previous"] = "" if gap is None else _duration(gap)
+        elapsed = 0.0 if first is None else (row.at - first).total_seconds()
+        doc["elapsed_seconds"] = elapsed
+        doc["elapsed"] = _duration(elapsed)
         entries.append(doc)
         previous = row.at
     return entries
+
+
+def _state_durations(rows: list[Any]) -> dict[str, float]:
+    """Seconds spent in each state: from an entry to the next, summed per state (the current
+    state's open span is not counted)."""
+    spans: dict[str, float] = {}
+    for row, following in itertools.pairwise(rows):
+        spans[row.state] = spans.get(row.state, 0.0) + (following.at - row.at).total_seconds()
+    return spans
 
 
 def _duration(seconds: float) -> str:
