@@ -328,7 +328,7 @@ class FakeAbridgeApi:
 def _ehr(digest: bytes) -> dict[str, str | None]:
     return {"patient_id": f"sandbox-patient-{digest[16:20].hex()}",
             "encounter_id": f"sandbox-encounter-{digest[12:16].hex()}",
-            "practitioner_id": None}  # fmt: skip
+            "practitioner_id": f"sandbox-practitioner-{digest[20:22].hex()}"}  # fmt: skip
 
 
 def _failure(failure: _Failure) -> Response:

@@ -1,0 +1,392 @@
+"""Notes into the EHR, end to end: signed webhook → real gateway (ingress + worker) → Abridge /
+Healthie fakes and the FHIR test server of ``carehook sandbox``, all on 127.0.0.1.
+
+Every FHIR resource the tests look at is validated again with ``fhir.resources``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from structlog.testing import capture_logs
+
+from carehook.connectors.fhir.mapping import LOINC_SECTIONS, validate
+from carehook.envelope import SignedRequest
+from carehook.inbox.port import EventFilter
+from carehook.sandbox.app import Sandbox, build_sandbox
+from carehook.sources import build_source
+from carehook.vendors import builtin_vendors
+from loopback import serve_app
+
+from .conftest import SECRETS, Gateway, start_gateway
+
+PORTAL_SECRET = "whsec_cG9ydGFsLXNlY3JldC1mb3ItdGVzdHM="
+CANARY = "CANARY-PHI-Ada-Lovelace-19c2"
+NOTE_SYSTEM = "urn:carehook:abridge:note"
+
+
+@dataclass
+class Env:
+    """A gateway wired to a sandbox (and a portal receiver) on loopback."""
+
+    gw: Gateway
+    sandbox: Sandbox
+    portal: list[tuple[dict[str, str], bytes]]
+
+    def send(self, source: str, event_type: str, seq: int = 1,
+             edit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """POST one signed sample event of ``source``; returns its payload."""
+        src = build_source(source, self.gw.settings.sources[source], builtin_vendors())
+        payload = src.vendor.sample(event_type, datetime.now(UTC), seq)
+        if edit is not None:
+            edit(payload)
+        self.post(source, payload)
+        return payload
+
+    def post(self, source: str, payload: dict[str, Any]) -> None:
+        """POST ``payload`` signed for ``source``; it must be accepted."""
+        src = build_source(source, self.gw.settings.sources[source], builtin_vendors())
+        body = json.dumps(payload).encode()
+        headers = {"content-type": "application/json"}
+        headers.update(src.scheme.sign(SignedRequest("POST", src.public_path, "", headers, body),
+                                       src.secrets[0], time.time()))  # fmt: skip
+        response = self.gw.post(source, body, headers)
+        assert response.status_code == 200, response.text
+
+    def settle(self, count: int) -> list[Any]:
+        """Wait until ``count`` events exist and none is pending, processing or retrying."""
+        deadline = time.monotonic() + 60
+        while True:
+            events = asyncio.run(_events(self.gw))
+            busy = [e for e in events if e.status in ("pending", "processing", "retrying")]
+            if len(events) >= count and not busy:
+                return events
+            assert time.monotonic() < deadline, [(e.type, e.status) for e in events]
+            time.sleep(0.05)
+
+    def resources(self, type_: str) -> list[dict[str, Any]]:
+        """The FHIR test server's resources of a type, each validated again."""
+        found = self.sandbox.fhir.resources(type_)
+        for resource in found:
+            validate(resource)
+        return found
+
+
+async def _events(gw: Gateway) -> list[Any]:
+    store = gw.store()
+    await store.open()
+    try:
+        return await store.list_events(EventFilter(limit=1000))
+    finally:
+        await store.close()
+
+
+async def _details(gw: Gateway) -> dict[str, Any]:
+    """Every event's steps and attempts, and every subject's timeline, by event pk."""
+    store: Any = gw.store()
+    await store.open()
+    try:
+        out: dict[str, Any] = {}
+        for e in await store.list_events(EventFilter(limit=1000)):
+            out[str(e.id)] = {
+                "type": e.type, "status": e.status,
+                "steps": [(s.name, s.outcome, s.detail) for s in await store.list_steps(e.id)],
+                "attempts": len(await store.list_attempts(e.id)),
+                "timeline": [(t.state, t.detail) for t in await store.timeline(e.subject)],
+            }  # fmt: skip
+        return out
+    finally:
+        await store.close()
+
+
+def _config(path: Path, storage_url: str | None, sandbox_url: str, portal_url: str) -> Path:
+    lines = ['data_dir = "."', 'log_level = "debug"']
+    if storage_url:
+        lines += ["[storage]", f'url = "{storage_url}"', "auto_migrate = true"]
+    lines += ["[worker]", "poll_seconds = 0.05"]
+    api = {
+        "abridge": [f'api_url = "{sandbox_url}/abridge"', 'api_token = "sandbox-abridge-token"',
+                    'org_id = "sandbox-org"'],
+        "healthie": [f'api_url = "{sandbox_url}/healthie/graphql"',
+                     'api_key = "sandbox-healthie-api-key"'],
+    }  # fmt: skip
+    for vendor, secret in SECRETS.items():
+        lines += [f"[sources.{vendor}]", f'vendor = "{vendor}"', f'secrets = ["{secret}"]',
+                  "retry_base_seconds = 0.05", "retry_cap_seconds = 0.2",
+                  "api_allow_private = true", *api.get(vendor, [])]  # fmt: skip
+    lines += ["[destinations.ehr]", 'type = "fhir"', f'url = "{sandbox_url}/fhir"',
+              'token = "env:EHR_TOKEN"', "allow_private = true",
+              "[destinations.portal]", 'type = "webhook"', f'url = "{portal_url}"',
+              f'secret = "{PORTAL_SECRET}"', "allow_private = true"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _portal(received: list[tuple[dict[str, str], bytes]]) -> Starlette:
+    async def hook(request: Request) -> Response:
+        received.append((dict(request.headers), await request.body()))
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/hooks/summary", hook, methods=["POST"])])
+
+
+def _env(tmp_path: Path, storage_url: str | None,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:  # fmt: skip
+    monkeypatch.setenv("EHR_TOKEN", "sandbox-fhir-token")
+    sandbox = build_sandbox()
+    received: list[tuple[dict[str, str], bytes]] = []
+    with serve_app(sandbox.app) as base, serve_app(_portal(received)) as portal:
+        config = _config(tmp_path / "carehook.toml", storage_url, base, f"{portal}/hooks/summary")
+        for gw in start_gateway(config):
+            yield Env(gw, sandbox, received)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """Gateway + sandbox on SQLite."""
+    yield from _env(tmp_path, None, monkeypatch)
+
+
+@pytest.fixture
+def env_any(tmp_path: Path, storage_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """Gateway + sandbox on each storage backend."""
+    yield from _env(tmp_path, storage_url, monkeypatch)
+
+
+def _docrefs(env: Env, system: str = NOTE_SYSTEM) -> list[dict[str, Any]]:
+    return [r for r in env.resources("DocumentReference")
+            if any(i.get("system") == system for i in r.get("identifier", []))]  # fmt: skip
+
+
+def _text(resource: dict[str, Any], index: int = 0) -> str:
+    return base64.b64decode(resource["content"][index]["attachment"]["data"]).decode()
+
+
+# --- Abridge note lifecycle ------------------------------------------------------------------
+
+
+def test_a_completed_session_delivered_five_times_and_replayed_twice_is_one_note(
+    env_any: Env,
+) -> None:
+    """Five deliveries of one event and two replays leave one preliminary DocumentReference."""
+    env = env_any
+    payload = env.send("abridge", "encounter.session.completed", 7)
+    for _ in range(4):
+        env.post("abridge", payload)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    asyncio.run(_replay(env.gw, event.id))
+    env.settle(1)
+    asyncio.run(_replay(env.gw, event.id))
+    env.settle(1)
+
+    [doc] = _docrefs(env)
+    assert doc["docStatus"] == "preliminary"
+    assert doc["identifier"][0] == {"system": NOTE_SYSTEM, "value": "note_000007"}
+    note = env.sandbox.abridge.note_body("ses_000007")
+    assert doc["subject"]["reference"] == f"Patient/{note['ehr']['patient_id']}"
+    assert doc["context"]["encounter"][0]["reference"] == f"Encounter/{note['ehr']['encounter_id']}"
+    assert doc["author"][0]["reference"] == f"Practitioner/{note['ehr']['practitioner_id']}"
+    assert note["sections"][0]["text"] in _text(doc)
+    creates = [r for r in env.sandbox.fhir.requests if r[0] == "POST"]
+    assert len(creates) == 1  # replays re-run nothing: the finished step is kept
+
+
+async def _replay(gw: Gateway, pk: int) -> None:
+    from carehook.inbox.work import ReplayFilter
+
+    store: Any = gw.store()
+    await store.open()
+    try:
+        assert await store.replay(ReplayFilter(event_pks=(pk,)), "test") == 1
+    finally:
+        await store.close()
+
+
+def test_reviewed_amends_signed_locks_and_a_later_review_is_refused(env: Env) -> None:
+    """completed → reviewed (amended, new text) → signed (final) → reviewed again: refused."""
+    env.send("abridge", "encounter.session.completed", 3)
+    env.settle(1)
+    env.sandbox.abridge.set_version("ses_000003", 2)
+    env.send("abridge", "encounter.note.reviewed", 3)
+    env.settle(2)
+    [doc] = _docrefs(env)
+    assert doc["docStatus"] == "amended"
+    assert "(revision 2)" in _text(doc)
+    assert doc["meta"]["versionId"] == "2"
+
+    env.send("abridge", "encounter.note.signed", 3)
+    env.settle(3)
+    env.sandbox.abridge.set_version("ses_000003", 3)
+    env.send("abridge", "encounter.note.reviewed", 3, edit=lambda p: p.update(event_id="evt_x"))
+    events = env.settle(4)
+    assert [e.status for e in events] == ["done"] * 4
+
+    [doc] = _docrefs(env)
+    assert doc["docStatus"] == "final"
+    assert "(revision 3)" not in _text(doc)
+    details = asyncio.run(_details(env.gw))
+    last = details[str(max(e.id for e in events))]
+    assert last["steps"][0][:2] == ("ehr.note.amend", "refused: note signed")
+    assert [s for s, _ in last["timeline"]] == ["note.preliminary", "note.amended",
+                                                "note.signed", "note.edit_refused"]
+
+
+def test_signed_before_completed_still_ends_with_a_final_note(env: Env) -> None:
+    """Out of order: signed first writes the final note; completed afterwards changes nothing."""
+    env.send("abridge", "encounter.note.signed", 4)
+    env.settle(1)
+    env.send("abridge", "encounter.session.completed", 4)
+    env.send("abridge", "encounter.note.reviewed", 4)
+    events = env.settle(3)
+    assert [e.status for e in events] == ["done"] * 3
+    [doc] = _docrefs(env)
+    assert doc["docStatus"] == "final"
+    details = asyncio.run(_details(env.gw))
+    steps = [details[pk]["steps"][0][1] for pk in sorted(details, key=int)]
+    assert steps == ["ok", "ok", "refused: note signed"]
+
+
+def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(env: Env) -> None:
+    """Three 503s are retried; the fourth attempt creates the one resource."""
+    env.sandbox.fhir.fail_next(3, status=503)
+    env.send("abridge", "encounter.session.completed", 5)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    assert len(_docrefs(env)) == 1
+    [detail] = asyncio.run(_details(env.gw)).values()
+    assert detail["attempts"] == 4
+
+
+def test_patient_summary_is_pushed_to_the_portal_signed(env: Env) -> None:
+    """The summary reaches the portal as a Standard Webhooks request that verifies."""
+    env.send("abridge", "patient.summary.ready", 8)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [(headers, body)] = env.portal
+    Webhook(PORTAL_SECRET).verify(body, headers)
+    sent = json.loads(body)
+    summary = env.sandbox.abridge.summary_body("ses_000008")
+    assert (sent["type"], sent["session_id"], sent["text"]) == (
+        "patient.summary", "ses_000008", summary["text"])
+
+
+def test_provider_enrolled_twice_upserts_one_practitioner(env: Env) -> None:
+    """The roster has one Practitioner per provider identifier, updated on re-enrolment."""
+    env.send("abridge", "provider.enrolled", 9)
+    env.send("abridge", "provider.enrolled", 9, edit=lambda p: p.update(event_id="evt_again"))
+    events = env.settle(2)
+    assert [e.status for e in events] == ["done", "done"]
+    [doc] = env.resources("Practitioner")
+    ids = {i["system"]: i["value"] for i in doc["identifier"]}
+    assert ids["urn:carehook:abridge:provider"] == "prov_0009"
+    assert doc["meta"]["versionId"] == "2"
+
+
+# --- Nabla and Healthie ----------------------------------------------------------------------
+
+
+def test_a_nabla_note_becomes_a_document_and_a_loinc_coded_composition(env: Env) -> None:
+    """Sections carry their LOINC codes; dot phrases are merged; external_id is kept."""
+    payload = env.send("nabla", "generate_note_async.succeeded", 2)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env, "urn:carehook:nabla:note")
+    [comp] = env.resources("Composition")
+    job = payload["data"]
+    assert doc["identifier"][0]["value"] == job["id"]
+    codes = {s["title"]: s.get("code", {}).get("coding", [{}])[0].get("code")
+             for s in comp["section"]}  # fmt: skip
+    assert codes["Chief complaint"] == "10154-3" == LOINC_SECTIONS["CHIEF_COMPLAINT"][0]
+    assert codes["Assessment & plan"] == "51847-2"
+    assert codes["Appointments"] is None  # no true LOINC section code: left uncoded
+    assert job["external_id"]
+    assert {"system": "urn:carehook:nabla:external-id", "value": job["external_id"]} in (
+        doc["identifier"])
+    assert comp["identifier"]["value"] == job["id"]
+
+
+def test_a_nabla_transcript_is_stored_and_filed_in_spoken_order(env: Env) -> None:
+    """The transcript DocumentReference lists every item in order, with speaker and offsets."""
+    payload = env.send("nabla", "transcribe_async.succeeded", 2)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env, "urn:carehook:nabla:transcript")
+    items = json.loads(_text(doc))
+    raw = payload["data"]["payload"]["transcript"]
+    flat = items["items"] if isinstance(items, dict) else items
+    assert [i["text"] for i in flat] == [r["text"] for r in raw]
+    assert [i["speaker"] for i in flat] == [
+        (r.get("speaker_type") or r["speaker"]).upper() for r in raw]
+    assert [(i["start_ms"], i["end_ms"]) for i in flat] == [
+        (r["start_offset_ms"], r["end_offset_ms"]) for r in raw]
+
+
+def test_a_healthie_transcript_is_fetched_over_graphql_even_when_rate_limited(env: Env) -> None:
+    """TOO_MANY_REQUESTS is retried; the transcript ends filed for the appointment."""
+    env.sandbox.healthie.rate_limit_next(1)
+    payload = env.send("healthie", "appointment.transcript_available", 6)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env, "urn:carehook:healthie:transcript")
+    assert doc["subject"]["reference"].startswith("Patient/")
+    details = next(iter(asyncio.run(_details(env.gw)).values()))
+    assert details["attempts"] == 2
+    assert payload["resource_id"]
+
+
+def test_without_an_ehr_destination_the_note_step_says_not_configured(
+    tmp_path: Path,
+) -> None:
+    """No [destinations.ehr]: the event ends done and its step is visibly skipped."""
+    path = tmp_path / "carehook.toml"
+    lines = ['data_dir = "."', "[worker]", "poll_seconds = 0.05"]
+    lines += ["[sources.nabla]", 'vendor = "nabla"', f'secrets = ["{SECRETS["nabla"]}"]']
+    path.write_text("\n".join(lines) + "\n")
+    for gw in start_gateway(path):
+        env = Env(gw, build_sandbox(), [])
+        env.send("nabla", "generate_note_async.succeeded", 1)
+        [event] = env.settle(1)
+        assert event.status == "done"
+        [detail] = asyncio.run(_details(gw)).values()
+        assert [s[:2] for s in detail["steps"]] == [
+            ("ehr.note.document", "skipped: not configured"),
+            ("ehr.note.composition", "skipped: not configured")]
+
+
+def test_no_note_or_transcript_text_reaches_logs_or_step_results(env: Env) -> None:
+    """A canary in a Nabla note, a transcript and an Abridge note is in no log or step result."""
+
+    def plant(p: dict[str, Any]) -> None:
+        inner = p["data"]["payload"]
+        for section in inner.get("note", {}).get("sections", []):
+            section["text"] = f"{CANARY} {section['text']}"
+        for item in inner.get("transcript", []):
+            item["text"] = CANARY
+
+    note = env.sandbox.abridge.note_body("ses_000011")
+    note["sections"][0]["text"] = CANARY
+    env.sandbox.abridge.set_response("/v1/sessions/ses_000011/note", note)
+    with capture_logs() as logs:
+        env.send("nabla", "generate_note_async.succeeded", 11, edit=plant)
+        env.send("nabla", "transcribe_async.succeeded", 11, edit=plant)
+        env.send("abridge", "encounter.session.completed", 11)
+        events = env.settle(3)
+    assert [e.status for e in events] == ["done"] * 3
+    assert any(CANARY in _text(d) for d in env.resources("DocumentReference"))  # it did flow
+    blob = json.dumps(logs, default=str) + json.dumps(asyncio.run(_details(env.gw)))
+    assert CANARY not in blob
