@@ -68,3 +68,46 @@ def write_default_config(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(render_default_config())
+
+
+def merge_tables(config: str, snippet: str) -> str:
+    """``config`` with the key lines of each ``[table]`` of ``snippet`` merged in (pure text).
+
+    A table the config has gets the snippet's keys right after its header, replacing the
+    config's lines for the same keys; a table it lacks is appended whole. Comments and the rest
+    of the file are kept as written, so a hand-edited config stays readable. Only plain
+    ``[table]`` headers and ``key = value`` lines on one line are understood (what carehook
+    writes); the result is checked by the caller with :func:`carehook.settings.load_settings`.
+    """
+    lines = config.splitlines()
+    for header, keys in _tables(snippet):
+        if header in (line.strip() for line in lines):
+            at = next(i for i, line in enumerate(lines) if line.strip() == header)
+            names = {k.split("=", 1)[0].strip() for k in keys}
+            end = _table_end(lines, at)
+            body = [ln for ln in lines[at + 1 : end]
+                    if ln.split("=", 1)[0].strip() not in names or "=" not in ln]  # fmt: skip
+            lines[at + 1 : end] = [*keys, *body]
+        else:
+            lines += ["", header, *keys]
+    return "\n".join(lines) + "\n"
+
+
+def _tables(snippet: str) -> list[tuple[str, list[str]]]:
+    """The ``[table]`` headers of ``snippet`` with their key lines (comments dropped)."""
+    out: list[tuple[str, list[str]]] = []
+    for raw in snippet.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            out.append((line, []))
+        elif out and line and not line.startswith("#") and "=" in line:
+            out[-1][1].append(line)
+    return out
+
+
+def _table_end(lines: list[str], header_at: int) -> int:
+    """Where the table whose header is at ``header_at`` ends (the next header, or the end)."""
+    for i in range(header_at + 1, len(lines)):
+        if lines[i].strip().startswith("["):
+            return i
+    return len(lines)
