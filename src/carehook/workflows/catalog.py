@@ -66,6 +66,8 @@ def contributors() -> tuple[Contributor, ...]:
     return (notes.workflows, transcripts.workflows)
 
 
-def forward_steps(config: WorkflowConfig, services: Services) -> ExtraSteps | None:  # noqa: ARG001
+def forward_steps(config: WorkflowConfig, services: Services) -> ExtraSteps | None:
     """The forward routes' steps by (source, type); None while no route is configured."""
-    return None
+    from carehook.workflows import forward
+
+    return forward.forward_steps(config, services)

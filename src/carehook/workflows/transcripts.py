@@ -21,6 +21,7 @@ from carehook.connectors.fhir import mapping as fhir
 from carehook.errors import PermanentError
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
 from carehook.workflows.catalog import WorkflowConfig
+from carehook.workflows.healthie_lifecycle import lifecycle_step
 from carehook.workflows.notes import NOT_CONFIGURED
 from carehook.workflows.ports import (
     ClinicalNote,
@@ -225,6 +226,7 @@ def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str
             Step("ehr.transcript", s.transcript_document),
         ), stateful=True),
         ("healthie", "appointment.transcript_available"): Workflow("healthie.transcript", (
+            lifecycle_step,
             Step("transcript.fetch", s.fetch_healthie_transcript),
             Step("ehr.transcript", s.transcript_document),
         ), stateful=True),
