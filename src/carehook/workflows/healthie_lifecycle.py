@@ -119,7 +119,7 @@ def durations(times: Mapping[str, str]) -> dict[str, float]:
 
 
 def _note(milestone: str, furthest: str, spans: Mapping[str, float], repeat: bool) -> str:
-    parts = [f"{milestone} again (first time kept)" if repeat else milestone]
+    parts = [f"{milestone} again (earliest time kept)" if repeat else milestone]
     if furthest != milestone and MILESTONES.index(furthest) > MILESTONES.index(milestone):
         parts.append(f"late: status stays {STATUS[furthest]}")
     parts += [f"{name} {human_seconds(secs)}" for name, secs in spans.items()]
