@@ -147,7 +147,8 @@ def _print_welcome(path: Path, host: str, port: int) -> None:
         f"carehook {__version__} on http://{host}:{port}  (config: {path})\n"
         f"Send a first signed test event from another terminal:\n"
         f"  .venv/bin/carehook simulate abridge encounter.session.completed{cfg}\n"
-        f"then see it processed:  .venv/bin/carehook events ls{cfg}"
+        f"then see it processed:  .venv/bin/carehook events ls{cfg}\n"
+        f"To see notes reach a (fake) EHR: .venv/bin/carehook sandbox --apply{cfg}, then restart"
     )
 
 

@@ -89,7 +89,9 @@ def test_dead_letter_replay_and_worker_as_an_operator_does(tmp_path: Path) -> No
     assert worker.popen.returncode == 0
 
     shown = cli_json(config, "events", "show", str(pks["a1"]))
-    assert [s["name"] for s in shown["steps"]] == ["subject.record"]
+    # no [destinations.ehr] in this config: the note step says so, visibly
+    assert [(s["name"], s["outcome"]) for s in shown["steps"]] == [
+        ("ehr.note.create", "skipped: not configured")]
     assert [(a["outcome"], a["error_class"]) for a in shown["attempt_log"]] == [
         ("dead", "PermanentError"), ("done", None)]
     assert "attempts" in cli(config, "events", "show", str(pks["a1"])).stdout

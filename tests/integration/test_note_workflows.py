@@ -390,3 +390,17 @@ def test_no_note_or_transcript_text_reaches_logs_or_step_results(env: Env) -> No
     assert any(CANARY in _text(d) for d in env.resources("DocumentReference"))  # it did flow
     blob = json.dumps(logs, default=str) + json.dumps(asyncio.run(_details(env.gw)))
     assert CANARY not in blob
+    data = asyncio.run(_subject_data(env.gw, events))
+    assert any(CANARY in json.dumps(d) for d in data)  # the transcript is kept ...
+    db = b"".join(p.read_bytes() for p in env.gw.config.parent.glob("carehook.db*"))
+    assert db
+    assert CANARY.encode() not in db  # ... encrypted
+
+
+async def _subject_data(gw: Gateway, events: list[Any]) -> list[dict[str, object]]:
+    store: Any = gw.store()
+    await store.open()
+    try:
+        return [await store.subject_data(e.subject) for e in events]
+    finally:
+        await store.close()

@@ -61,9 +61,11 @@ def build_router(config: WorkflowConfig, services: Services) -> Router:
 def contributors() -> tuple[Contributor, ...]:
     """Every module's ``workflows`` function (imported here, not at module level, so the
     modules may import this one for the config types)."""
-    from carehook.workflows import notes, transcripts
+    from carehook.workflows import care, healthie_lifecycle, notes, openevidence, transcripts
 
-    return (notes.workflows, transcripts.workflows)
+    # later entries win: the transcript workflow owns transcript_available
+    return (care.workflows, openevidence.workflows, healthie_lifecycle.workflows,
+            notes.workflows, transcripts.workflows)  # fmt: skip
 
 
 def forward_steps(config: WorkflowConfig, services: Services) -> ExtraSteps | None:

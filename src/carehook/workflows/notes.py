@@ -34,6 +34,12 @@ NOT_CONFIGURED = "skipped: not configured"
 REFUSED_SIGNED = "refused: note signed"
 
 
+def not_configured(ctx: StepContext, what: str) -> StepResult:
+    """``skipped: not configured``, with the event still on its subject's timeline."""
+    return StepResult(NOT_CONFIGURED, what,
+                      TimelineEntry(ctx.item.subject, ctx.item.type, f"{NOT_CONFIGURED}: {what}"))
+
+
 def _data(ctx: StepContext) -> Mapping[str, Any]:
     data = ctx.item.payload.get("data")
     return data if isinstance(data, Mapping) else {}
@@ -62,9 +68,9 @@ class AbridgeNotes:
     def _missing(self, ctx: StepContext, *, need_api: bool = True) -> StepResult | None:
         """A ``skipped: not configured`` result when the EHR or the Abridge API is missing."""
         if self._services.ehr is None:
-            return StepResult(NOT_CONFIGURED, "destination ehr")
+            return not_configured(ctx, "destination ehr")
         if need_api and self._api(ctx) is None:
-            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+            return not_configured(ctx, f"api_url of source {ctx.item.source}")
         return None
 
     async def create_preliminary(self, ctx: StepContext) -> StepResult:
@@ -148,9 +154,9 @@ class AbridgeNotes:
         portal = self._services.destinations.get("portal")
         api = self._api(ctx)
         if portal is None:
-            return StepResult(NOT_CONFIGURED, "destination portal")
+            return not_configured(ctx, "destination portal")
         if api is None:
-            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+            return not_configured(ctx, f"api_url of source {ctx.item.source}")
         summary = await api.patient_summary(str(_data(ctx).get("session_id")))
         body = {
             "type": "patient.summary", "summary_id": summary.summary_id,

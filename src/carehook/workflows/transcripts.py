@@ -22,7 +22,7 @@ from carehook.errors import PermanentError
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
 from carehook.workflows.catalog import WorkflowConfig
 from carehook.workflows.healthie_lifecycle import lifecycle_step
-from carehook.workflows.notes import NOT_CONFIGURED
+from carehook.workflows.notes import not_configured
 from carehook.workflows.ports import (
     ClinicalNote,
     NoteSection,
@@ -141,7 +141,7 @@ class TranscriptSteps:
         """The Nabla note as a preliminary DocumentReference (conditional create)."""
         ehr = self._services.ehr
         if ehr is None:
-            return StepResult(NOT_CONFIGURED, "destination ehr")
+            return not_configured(ctx, "destination ehr")
         note = nabla_note(ctx)
         system = fhir.NOTE_SYSTEM["nabla"]
         stored, created = await ehr.create(
@@ -157,7 +157,7 @@ class TranscriptSteps:
         """The Nabla note as a Composition with LOINC-coded sections (conditional create)."""
         ehr = self._services.ehr
         if ehr is None:
-            return StepResult(NOT_CONFIGURED, "destination ehr")
+            return not_configured(ctx, "destination ehr")
         note = nabla_note(ctx)
         doc_id = ctx.state.get("document_reference")
         resource = fhir.note_composition(note, None if doc_id is None else str(doc_id),
@@ -181,7 +181,7 @@ class TranscriptSteps:
         """Fetch the appointment and its transcript over GraphQL; keep it (encrypted)."""
         api = self._services.healthie.get(ctx.item.source)
         if api is None:
-            return StepResult(NOT_CONFIGURED, f"api_url of source {ctx.item.source}")
+            return not_configured(ctx, f"api_url of source {ctx.item.source}")
         appointment_id = str(ctx.item.payload.get("resource_id"))
         appointment = await api.appointment(appointment_id)
         t = await api.transcript(appointment_id)
@@ -200,7 +200,7 @@ class TranscriptSteps:
         ehr = self._services.ehr
         stored_t = ctx.state.get("transcript")
         if ehr is None:
-            return StepResult(NOT_CONFIGURED, "destination ehr")
+            return not_configured(ctx, "destination ehr")
         if not isinstance(stored_t, Mapping):
             raise PermanentError(f"event {ctx.item.pk}: no stored transcript")
         t = transcript_from_state(stored_t)
