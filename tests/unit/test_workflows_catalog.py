@@ -14,10 +14,11 @@ RECORD_ONLY_TYPES = {("standard-webhooks", t) for t in builtin_vendors()["standa
                      .event_types}  # fmt: skip
 
 
+CATALOG = [(v.name, t) for v in builtin_vendors().values() for t in v.event_types]
+
+
 @pytest.mark.parametrize(
-    ("vendor", "event_type"),
-    [(v.name, t) for v in builtin_vendors().values() for t in v.event_types
-     if (v.name, t) not in RECORD_ONLY_TYPES],  # fmt: skip
+    ("vendor", "event_type"), [pair for pair in CATALOG if pair not in RECORD_ONLY_TYPES]
 )
 def test_every_catalog_type_has_its_own_workflow(vendor: str, event_type: str) -> None:
     """Each vendor event type of the catalog routes to a workflow other than record-only."""
