@@ -181,8 +181,10 @@ def status(
     json_: JsonOpt = False,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 500,
 ) -> None:
-    """A subject's timeline: each event's state, when, the time since the previous entry and
-    since the first, and how long the subject spent in each state."""
+    """A subject's timeline: events, states and durations.
+
+    Each entry's state and time, the time since the previous entry and since the first, and
+    how long the subject spent in each state."""
 
     async def work(store: Any) -> tuple[str | None, list[Any]]:
         return await store.subject_state(subject), await store.timeline(subject, limit)
