@@ -79,7 +79,10 @@ def build_services(settings: Settings) -> ServiceSet:
                                           src.org_id)  # fmt: skip
         elif src.vendor == "healthie":
             healthie[name] = HealthieClient(http, src.api_url, _secret(src, name, "api_key"))
-    notifier = AppriseNotifier(settings.channels) if settings.channels else None
+    notifier = None
+    if settings.channels:
+        allow = settings.notifications.allow_private
+        notifier = AppriseNotifier(settings.channels, allow_private=allow)
     out.services = Services(ehr=ehr, abridge=abridge, healthie=healthie, notifier=notifier,
                             destinations=destinations, dashboard_url=settings.dashboard_url)
     return out

@@ -175,6 +175,15 @@ class RouteSettings(BaseModel):
     to: str
 
 
+class NotificationSettings(BaseModel):
+    """How channels are reached: ``[notifications]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: let channel targets (an SMTP relay, a webhook) be loopback or private addresses
+    allow_private: bool = False
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -192,6 +201,7 @@ class Settings(BaseSettings):
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
     #: notification channels: each a list of Apprise URLs (``clinical``, ``ops``, ``requester``)
     channels: dict[str, list[str]] = Field(default_factory=dict, repr=False)
+    notifications: NotificationSettings = NotificationSettings()
     routes: list[RouteSettings] = Field(default_factory=list)
     #: the gateway's public base URL, for links in alerts (defaults to the server address)
     public_url: str | None = None
