@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -14,20 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-CAREHOOK = str(Path(sys.executable).parent / "carehook")
+from .support import CAREHOOK, clean_env, free_port
+
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHOOK_")}
-    env["COLUMNS"] = "200"
-    return env
 
 
 def _wait_until_up(proc: subprocess.Popen[str], url: str) -> None:
@@ -46,10 +35,10 @@ def _wait_until_up(proc: subprocess.Popen[str], url: str) -> None:
 
 def test_sandbox_serves_the_fakes_and_prints_a_config(tmp_path: Path) -> None:
     """The sandbox serves a note, prints its URLs and a TOML snippet, and stops on Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([CAREHOOK, "sandbox", "--port", str(port)], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
         _wait_until_up(proc, f"{base}/fhir/metadata")
@@ -75,7 +64,8 @@ def test_sandbox_serves_the_fakes_and_prints_a_config(tmp_path: Path) -> None:
 def test_sandbox_refuses_a_public_address(tmp_path: Path) -> None:
     """A non-loopback host is refused before anything listens or prints a config."""
     result = subprocess.run([CAREHOOK, "sandbox", "--host", "0.0.0.0"], cwd=tmp_path,
-                            env=_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+                            env=clean_env(), capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert "refusing to serve the sandbox on 0.0.0.0" in result.stderr
     assert result.stdout == ""
@@ -88,7 +78,8 @@ def test_sandbox_on_a_busy_port_prints_no_config(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run([CAREHOOK, "sandbox", "--port", str(port)], cwd=tmp_path,
-                                env=_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+                                env=clean_env(), capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
     assert result.returncode != 0
     assert result.stdout == ""
     assert "address already in use" in result.stderr.lower()

@@ -3,11 +3,8 @@ sandbox --apply`, `carehook serve`, `carehook simulate`, and the note is in the 
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,25 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-CAREHOOK = str(Path(sys.executable).parent / "carehook")
+from .support import CAREHOOK, clean_env, free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHOOK_")}
-    env["COLUMNS"] = "200"
-    return env
 
 
 @contextmanager
 def _running(args: list[str], cwd: Path, ready_url: str) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([CAREHOOK, *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([CAREHOOK, *args], cwd=cwd, env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while True:
@@ -56,9 +42,9 @@ def _running(args: list[str], cwd: Path, ready_url: str) -> Iterator[subprocess.
 
 def test_a_simulated_session_appears_as_a_note_in_the_sandbox_fhir_server(tmp_path: Path) -> None:
     """init → sandbox --apply → serve → simulate: one preliminary DocumentReference appears."""
-    subprocess.run([CAREHOOK, "init"], cwd=tmp_path, env=_env(), check=True, timeout=60,
+    subprocess.run([CAREHOOK, "init"], cwd=tmp_path, env=clean_env(), check=True, timeout=60,
                    capture_output=True)  # fmt: skip
-    box, gw = _free_port(), _free_port()
+    box, gw = free_port(), free_port()
     fhir = f"http://127.0.0.1:{box}/fhir"
     with _running(["sandbox", "--port", str(box), "--apply"], tmp_path, f"{fhir}/metadata"):
         config = (tmp_path / ".carehook" / "carehook.toml").read_text()
@@ -67,7 +53,7 @@ def test_a_simulated_session_appears_as_a_note_in_the_sandbox_fhir_server(tmp_pa
             sim = subprocess.run(
                 [CAREHOOK, "simulate", "abridge", "encounter.session.completed", "--url",
                  f"http://127.0.0.1:{gw}/webhooks/abridge"],
-                cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60,
+                cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert "-> 200" in sim.stdout, sim.stdout + sim.stderr
             found = _search(fhir)

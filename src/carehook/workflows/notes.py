@@ -27,10 +27,10 @@ from typing import Any
 
 from carehook.connectors.fhir import mapping as fhir
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
+from carehook.workflows._alerting import NOT_CONFIGURED
 from carehook.workflows.catalog import WorkflowConfig
 from carehook.workflows.ports import AbridgeApi, ClinicalNote, Ehr, Services
 
-NOT_CONFIGURED = "skipped: not configured"
 REFUSED_SIGNED = "refused: note signed"
 
 
