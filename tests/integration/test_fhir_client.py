@@ -17,8 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from carehook.connectors._http import retry_after_seconds as retry_after
 from carehook.connectors.fhir import mapping
-from carehook.connectors.fhir.client import FhirClient, OAuthClientCredentials, retry_after
+from carehook.connectors.fhir.client import FhirClient, OAuthClientCredentials
 from carehook.errors import PermanentError, RetryableError
 from carehook.sandbox.fhir import FhirServer
 from carehook.workflows.ports import ClinicalNote, NoteSection

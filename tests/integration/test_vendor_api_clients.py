@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from carehook.connectors.abridge import AbridgeClient, retry_after_seconds
+from carehook.connectors._http import retry_after_seconds
+from carehook.connectors.abridge import AbridgeClient
 from carehook.connectors.healthie import API_VERSION, HealthieClient
 from carehook.errors import PermanentError, RetryableError
 from carehook.sandbox.abridge import FakeAbridgeApi
@@ -267,7 +268,7 @@ async def test_sends_bearer_token_and_org_header() -> None:
 
 def test_retry_after_forms() -> None:
     """Retry-After is read as seconds or an HTTP date; garbage and negatives are handled."""
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
     assert retry_after_seconds("120", now) == 120.0
     assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_seconds("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0

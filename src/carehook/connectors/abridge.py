@@ -33,43 +33,26 @@ Errors (messages carry the operation, ids and statuses only, never content or cr
                              -> PermanentError (validation: field locations and error types
                                 only, never values)
 
-The helpers :func:`request_failure`, :func:`status_failure` and :func:`retry_after_seconds` are
-shared with the Healthie client.
+The helpers :func:`request_failure` and :func:`status_failure` are shared with the Healthie
+client; every connector reads ``Retry-After`` with :mod:`carehook.connectors._http`.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from carehook.connectors._http import retry_after_seconds
 from carehook.errors import PermanentError, RetryableError, StepError
 from carehook.workflows.ports import ClinicalNote, NoteSection, PatientSummary, Provider
 
 VENDOR = "abridge"
 
 # -- shared HTTP failure mapping ----------------------------------------------------------------
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """A ``Retry-After`` value (delta seconds or an HTTP date) as seconds from ``now``."""
-    if not value or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def request_failure(what: str, exc: Exception) -> StepError:
@@ -243,7 +226,6 @@ __all__ = [
     "AbridgeClient",
     "parse_json",
     "request_failure",
-    "retry_after_seconds",
     "status_failure",
     "validation_failure",
 ]

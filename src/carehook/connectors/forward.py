@@ -31,11 +31,11 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from carehook.connectors._http import retry_after_seconds
 from carehook.envelope import SignedRequest
 from carehook.errors import ConfigError, PermanentError, RetryableError, VerificationError
 from carehook.signatures.standard_webhooks import (
@@ -66,22 +66,6 @@ def signing_secret(secret: str) -> str:
     except VerificationError:
         raise ConfigError("webhook secret starts with whsec_ but is not base64") from None
     return secret
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date), if usable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - now)
 
 
 def _encode(body: Mapping[str, Any], what: str) -> bytes:

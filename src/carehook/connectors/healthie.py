@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from carehook.connectors._http import retry_after_seconds
 from carehook.connectors.abridge import (
     parse_json,
     request_failure,
-    retry_after_seconds,
     status_failure,
     validation_failure,
 )

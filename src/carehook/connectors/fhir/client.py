@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from carehook.connectors._http import retry_after_seconds
 from carehook.connectors.fhir.mapping import (
     identifier_token,
     invalid_locations,
@@ -83,20 +82,6 @@ class _Token:
 # -- failure mapping ---------------------------------------------------------------------------
 
 
-def retry_after(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (delta seconds or an HTTP date) as seconds from ``now``."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError, IndexError):
-            return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
 def _outcome(response: httpx.Response) -> str:
     try:
         return operation_outcome_summary(response.json())
@@ -111,7 +96,7 @@ def status_failure(op: str, response: httpx.Response, now: float) -> StepError |
         return None
     message = f"{op}: {status} ({_outcome(response)})"
     if status in _RETRYABLE or status >= 500:
-        wait = retry_after(response.headers.get("Retry-After"), now)
+        wait = retry_after_seconds(response.headers.get("Retry-After"), now)
         return RetryableError(message, retry_after=wait)
     return PermanentError(message)
 
