@@ -27,7 +27,7 @@ from typing import Any
 
 from carehook.connectors.fhir import mapping as fhir
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
-from carehook.workflows._alerting import NOT_CONFIGURED
+from carehook.workflows._alerting import NOT_CONFIGURED, message_id
 from carehook.workflows.catalog import WorkflowConfig
 from carehook.workflows.ports import AbridgeApi, ClinicalNote, Ehr, Services
 
@@ -58,28 +58,26 @@ class AbridgeNotes:
     def _api(self, ctx: StepContext) -> AbridgeApi | None:
         return self._services.abridge.get(ctx.item.source)
 
-    async def _fetch(self, ctx: StepContext) -> ClinicalNote | None:
-        api = self._api(ctx)
+    def _connected(self, ctx: StepContext) -> tuple[Ehr, AbridgeApi] | StepResult:
+        """The EHR and the source's Abridge API, or ``skipped: not configured`` for either."""
+        ehr, api = self._services.ehr, self._api(ctx)
+        if ehr is None:
+            return not_configured(ctx, "destination ehr")
         if api is None:
-            return None
+            return not_configured(ctx, f"api_url of source {ctx.item.source}")
+        return ehr, api
+
+    @staticmethod
+    async def _fetch(api: AbridgeApi, ctx: StepContext) -> ClinicalNote:
         data = _data(ctx)
         return await api.note(_str(data.get("session_id")), _str(data.get("note_id")))
 
-    def _missing(self, ctx: StepContext, *, need_api: bool = True) -> StepResult | None:
-        """A ``skipped: not configured`` result when the EHR or the Abridge API is missing."""
-        if self._services.ehr is None:
-            return not_configured(ctx, "destination ehr")
-        if need_api and self._api(ctx) is None:
-            return not_configured(ctx, f"api_url of source {ctx.item.source}")
-        return None
-
     async def create_preliminary(self, ctx: StepContext) -> StepResult:
         """Fetch the note and create it as preliminary, once."""
-        ehr, note = self._services.ehr, None
-        if (skip := self._missing(ctx)) is not None or ehr is None:
-            return skip or StepResult(NOT_CONFIGURED)
-        note = await self._fetch(ctx)
-        assert note is not None  # _missing checked the API
+        if isinstance(connected := self._connected(ctx), StepResult):
+            return connected
+        ehr, api = connected
+        note = await self._fetch(api, ctx)
         system = fhir.NOTE_SYSTEM["abridge"]
         resource = fhir.note_document_reference(note, "preliminary")
         stored, created = await ehr.create(
@@ -93,13 +91,12 @@ class AbridgeNotes:
 
     async def amend(self, ctx: StepContext) -> StepResult:
         """Write the reviewed text as amended, unless the note is locked."""
-        ehr = self._services.ehr
-        if (skip := self._missing(ctx)) is not None or ehr is None:
-            return skip or StepResult(NOT_CONFIGURED)
+        if isinstance(connected := self._connected(ctx), StepResult):
+            return connected
+        ehr, api = connected
         if ctx.state.get("locked"):
             return self._refused(ctx, "carehook lock")
-        note = await self._fetch(ctx)
-        assert note is not None
+        note = await self._fetch(api, ctx)
         existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
         if existing is not None and fhir.doc_status(existing) == "final":
             return self._refused(ctx, "EHR docStatus final")
@@ -111,11 +108,10 @@ class AbridgeNotes:
 
     async def lock(self, ctx: StepContext) -> StepResult:
         """Write the note as final and lock it; later edits are refused."""
-        ehr = self._services.ehr
-        if (skip := self._missing(ctx)) is not None or ehr is None:
-            return skip or StepResult(NOT_CONFIGURED)
-        note = await self._fetch(ctx)
-        assert note is not None
+        if isinstance(connected := self._connected(ctx), StepResult):
+            return connected
+        ehr, api = connected
+        note = await self._fetch(api, ctx)
         existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
         if existing is not None and fhir.doc_status(existing) == "final":
             stored, verb = existing, "already final"
@@ -164,17 +160,15 @@ class AbridgeNotes:
             "language": summary.language, "text": summary.text,
         }  # fmt: skip
         item = ctx.item
-        sent = await portal.deliver(f"{item.source}:{item.event_id}:portal", body)
+        sent = await portal.deliver(message_id(item, "portal"), body)
         detail = f"summary {summary.summary_id} delivered ({sent.status})"
         return StepResult("ok", detail, TimelineEntry(item.subject, "summary.delivered", detail))
 
     async def upsert_provider(self, ctx: StepContext) -> StepResult:
         """Fetch the provider and create or update its Practitioner by identifier."""
-        ehr = self._services.ehr
-        if (skip := self._missing(ctx)) is not None or ehr is None:
-            return skip or StepResult(NOT_CONFIGURED)
-        api = self._api(ctx)
-        assert api is not None
+        if isinstance(connected := self._connected(ctx), StepResult):
+            return connected
+        ehr, api = connected
         provider = await api.provider(str(_data(ctx).get("provider_id")))
         system = fhir.PRACTITIONER_SYSTEM
         existing = await ehr.search("Practitioner", system, provider.provider_id)
