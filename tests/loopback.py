@@ -1,7 +1,8 @@
 """Run an ASGI app (a fake vendor, FHIR or receiver server) under uvicorn on 127.0.0.1.
 
 ``with serve_app(app) as url:`` starts the app in a thread on a free loopback port and stops it
-on exit; ``url`` is ``http://127.0.0.1:<port>``.
+on exit; ``url`` is ``http://127.0.0.1:<port>``. ``serve_config`` does the same for a ready
+``uvicorn.Config`` (the gateway's own, in the integration tests).
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ def free_port() -> int:
 @contextmanager
 def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 until the block ends; yields its base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+    config = uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning",
                             access_log=False, lifespan="on")  # fmt: skip
+    with serve_config(config) as url:
+        yield url
+
+
+@contextmanager
+def serve_config(config: uvicorn.Config) -> Iterator[str]:
+    """Run uvicorn with ``config`` in a thread until the block ends; yields the base URL."""
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -38,7 +45,7 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{config.host}:{config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,14 +18,10 @@ from carehook.settings import load_settings
 from carehook.sources import build_source
 from carehook.vendors import builtin_vendors
 
-CAREHOOK = str(Path(sys.executable).parent / "carehook")
+from .support import CAREHOOK, clean_env, free_port
+
 pytestmark = pytest.mark.slow
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -46,23 +39,18 @@ class Served:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the carehook command in the same folder."""
         result = subprocess.run([CAREHOOK, *args], cwd=self.cwd, capture_output=True, text=True,
-                                timeout=120, env=_env())
+                                timeout=120, env=clean_env())
         if check and result.returncode != 0:
             raise AssertionError(f"carehook {args} failed: {result.stdout}\n{result.stderr}")
         return result
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHOOK_")}
-    env["COLUMNS"] = "200"
-    return env
-
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """`carehook serve` as `make run` starts it, in an empty folder."""
-    port = _free_port()
-    proc = subprocess.Popen([CAREHOOK, "serve", "--port", str(port)], cwd=tmp_path, env=_env(),
+    port = free_port()
+    proc = subprocess.Popen([CAREHOOK, "serve", "--port", str(port)], cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while True:
@@ -182,7 +170,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[sources.x]\nvendor = "acme"\nsecrets = ["TOPSECRET"]\n')
     result = subprocess.run([CAREHOOK, "events", "ls", "--config", str(config)],
-                            capture_output=True, text=True, env=_env(), timeout=60)
+                            capture_output=True, text=True, env=clean_env(), timeout=60)
     assert result.returncode == 2
     assert "sources.x.vendor" in result.stderr
     assert "TOPSECRET" not in result.stderr

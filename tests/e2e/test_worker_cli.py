@@ -15,7 +15,8 @@ from carehook.bootstrap import build_keyring, build_store
 from carehook.envelope import Envelope, RequestRecord
 from carehook.settings import load_settings
 
-from .test_worker_e2e import CAREHOOK, _env, start, wait_until, write_config
+from .support import CAREHOOK
+from .test_worker_e2e import _env, start, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from carehook.settings import load_settings
 from carehook.sources import Source, build_source
 from carehook.vendors import builtin_vendors
 
-CAREHOOK = str(Path(sys.executable).parent / "carehook")
+from .support import CAREHOOK, free_port
+
 SECRET = "abridge-e2e-secret"
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,6 @@ pytestmark = pytest.mark.slow
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CAREHOOK_")}
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(folder: Path, storage_url: str | None = None, log_level: str = "info") -> Path:
@@ -208,7 +201,7 @@ async def test_kill_9_of_serve_loses_nothing_and_repeats_no_step(tmp_path: Path)
     folder = tmp_path
     config = write_config(folder)
     db = folder / "carehook.db"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/webhooks/abridge"
     procs = [await start_serve(folder, config, port, "serve-1")]
     sender = sender_for(config, [url])
@@ -279,7 +272,7 @@ async def test_two_serve_and_two_workers_on_postgresql_run_each_step_once(
         env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert upgrade.returncode == 0, upgrade.stderr
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     workers = [start(folder, "worker", "--config", str(config), name=f"worker-{i}")
                for i in (1, 2)]
     serves = [await start_serve(folder, config, p, f"serve-{i}") for i, p in enumerate(ports)]

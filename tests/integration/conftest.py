@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from carehook.bootstrap import (
     build_app,
@@ -23,6 +19,7 @@ from carehook.bootstrap import (
 )
 from carehook.inbox.port import InboxStore
 from carehook.settings import Settings, load_settings
+from loopback import free_port, serve_config
 
 SECRETS = {
     "abridge": "abridge-test-secret",
@@ -42,13 +39,6 @@ def write_config(path: Path, storage_url: str | None, extra: str = "") -> Path:
         lines += [f"[sources.{vendor}]", f'vendor = "{vendor}"', f'secrets = ["{secret}"]']
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -81,20 +71,8 @@ def start_gateway(config: Path) -> Iterator[Gateway]:
     """Run the app of ``config`` under uvicorn on a free port until the generator is closed."""
     settings = load_settings(config)
     app = build_app(build_components(settings))
-    port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.02)
-    try:
-        yield Gateway(f"http://127.0.0.1:{port}", settings, config)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_config(server_config(app, "127.0.0.1", free_port())) as url:
+        yield Gateway(url, settings, config)
 
 
 #: ingress tests look at events as stored: no in-process worker moves them on
