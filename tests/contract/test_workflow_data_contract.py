@@ -93,3 +93,18 @@ async def test_review_items_list_newest_first_and_resolve_once_audited(
         await work_store.resolve_review(rows[1].id, "cli:bob", "again")
     with pytest.raises(ReviewError, match="no review item"):
         await work_store.resolve_review(999_999, "cli:bob", "nothing")
+
+
+async def test_a_claim_carries_when_the_vendor_says_the_event_happened(
+    work_store: Store, feed: Feed
+) -> None:
+    """occurred_at, read at ingress, reaches the worker with the claim (None stays None)."""
+    from datetime import timedelta
+
+    from .conftest import NOW
+
+    known = await feed(subject="s:a", occurred_at=NOW - timedelta(seconds=42))
+    unknown = await feed(subject="s:b", occurred_at=None)
+    claims = {c.pk: c for c in await work_store.claim("h:1:a", 10, 30)}
+    assert claims[known].occurred_at == NOW - timedelta(seconds=42)
+    assert claims[unknown].occurred_at is None

@@ -105,7 +105,8 @@ class Harness:
         self.pk += 1
         return WorkItem(pk=self.pk, source=source or self.source, vendor=vendor,
                         event_id=parsed.event_id, type=parsed.type, subject=parsed.subject,
-                        attempts=1, received_at=received_at, payload=payload)  # fmt: skip
+                        attempts=1, received_at=received_at, payload=payload,
+                        occurred_at=parsed.occurred_at)  # fmt: skip
 
     async def run(self, item: WorkItem, now: datetime | None = None) -> Run:
         """Run ``item``'s workflow to the end (a raising step propagates, nothing recorded)."""

@@ -192,7 +192,9 @@ ATTEMPT_COLUMNS = (
 )
 TIMELINE_COLUMNS = "id, subject, event_pk, type, state, detail, at"
 #: what claim() reads back from each event it took
-CLAIM_COLUMNS = "id, source, vendor, event_id, type, subject, attempts, received_at, payload"
+CLAIM_COLUMNS = (
+    "id, source, vendor, event_id, type, subject, attempts, received_at, payload, occurred_at"
+)
 
 
 def step_row(r: Sequence[Any], from_db: Any) -> StepRow:
@@ -239,6 +241,7 @@ def claim_of(
         lease_expires_at=expires,
         payload=payload,
         finished=finished,
+        occurred_at=None if r[9] is None else from_db(r[9]),
     )
 
 

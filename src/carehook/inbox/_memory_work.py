@@ -139,6 +139,7 @@ class MemoryWork:
             received_at=r.received_at,
             lease_expires_at=expires,
             payload=self._decrypt(s),
+            occurred_at=r.occurred_at,
         )
 
     async def extend_leases(self, owner: str, pks: Sequence[int], lease_seconds: float) -> set[int]:

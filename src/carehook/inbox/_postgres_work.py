@@ -99,7 +99,7 @@ WITH taken AS (
                     AND b.{_ACTIVE} AND (b.id < e.id OR (b.status = 'processing'
                                                          AND b.lease_expires_at > %(now)s)))
   RETURNING e.id, e.source, e.vendor, e.event_id, e.type, e.subject, e.attempts,
-            e.received_at, e.payload
+            e.received_at, e.payload, e.occurred_at
 ), expired AS (
   UPDATE attempts SET finished_at = %(now)s, outcome = 'expired'
   WHERE finished_at IS NULL AND event_pk IN (SELECT id FROM taken)

@@ -58,6 +58,8 @@ class Claim:
     #: names of the steps already finished, when the adapter read them with the claim
     #: (None: not read; ask ``finished_steps``). Saves a round trip per event.
     finished: frozenset[str] | None = None
+    #: when the vendor says the event happened (read at ingress), if it said
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ def work_item(claim: Claim) -> WorkItem:
     return WorkItem(
         pk=claim.pk, source=claim.source, vendor=claim.vendor, event_id=claim.event_id,
         type=claim.type, subject=claim.subject, attempts=claim.attempt,
-        received_at=claim.received_at, payload=payload,
+        received_at=claim.received_at, payload=payload, occurred_at=claim.occurred_at,
     )  # fmt: skip
 
 

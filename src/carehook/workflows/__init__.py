@@ -29,6 +29,8 @@ class WorkItem:
     attempts: int
     received_at: datetime
     payload: Mapping[str, Any] = field(repr=False)
+    #: when the vendor says the event happened (None if its payload does not say)
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,23 +15,14 @@ step ``skipped: not configured``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any
 
-from carehook.errors import CarehookError
-from carehook.workflows import ExtraSteps, Step, StepContext, StepResult, Workflow, WorkItem
+from carehook.workflows import ExtraSteps, Step, StepContext, StepResult, WorkItem
 from carehook.workflows._alerting import deliver
 from carehook.workflows.catalog import ForwardRoute, WorkflowConfig
 from carehook.workflows.ports import Services
-
-
-def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str], Workflow]:  # noqa: ARG001
-    """Forwarding adds steps to other workflows (:func:`forward_steps`); it owns none."""
-    return {}
 
 
 def forward_steps(config: WorkflowConfig, services: Services) -> ExtraSteps | None:
@@ -68,7 +59,7 @@ async def forward(services: Services, name: str, ctx: StepContext) -> StepResult
 def normalised_event(item: WorkItem) -> dict[str, Any]:
     """``{id, source, vendor, type, subject, occurred_at, received_at, data}``: ``id`` is the
     event id carehook de-duplicates on, ``data`` the vendor's payload as received."""
-    occurred = occurred_at(item)
+    occurred = item.occurred_at
     return {
         "id": item.event_id,
         "source": item.source,
@@ -79,22 +70,3 @@ def normalised_event(item: WorkItem) -> dict[str, Any]:
         "received_at": item.received_at.isoformat(),
         "data": dict(item.payload),
     }
-
-
-def occurred_at(item: WorkItem) -> datetime | None:
-    """When the vendor says the event happened, read by its vendor module (None if unknown).
-
-    The work item does not carry it, so the vendor's parser reads it again from the payload
-    (the body's bytes only matter to derived event ids, which are not used here).
-    """
-    from carehook.vendors import builtin_vendors
-
-    vendor = builtin_vendors().get(item.vendor)
-    if vendor is None:
-        return None
-    payload: Mapping[str, Any] = item.payload
-    try:
-        body = json.dumps(payload).encode()
-        return vendor.parse(body, payload).occurred_at
-    except (CarehookError, TypeError, ValueError):
-        return None
