@@ -3,12 +3,15 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from carehook.errors import LeaseLost, ReviewError
 from carehook.inbox.work import ACTION_REVIEW_RESOLVE
 from carehook.workflows import ReviewRequest, TimelineEntry
 
+from .conftest import NOW
 from .test_work_contract import Feed, MakeEnvelope, MakeRecord, Store, _claimed
 
 CANARY = "CANARY-PHI-5521 Jane Roe"
@@ -99,10 +102,6 @@ async def test_a_claim_carries_when_the_vendor_says_the_event_happened(
     work_store: Store, feed: Feed
 ) -> None:
     """occurred_at, read at ingress, reaches the worker with the claim (None stays None)."""
-    from datetime import timedelta
-
-    from .conftest import NOW
-
     known = await feed(subject="s:a", occurred_at=NOW - timedelta(seconds=42))
     unknown = await feed(subject="s:b", occurred_at=None)
     claims = {c.pk: c for c in await work_store.claim("h:1:a", 10, 30)}
