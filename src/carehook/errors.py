@@ -12,7 +12,8 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     │   └── UnsupportedMediaType       not application/json                (415)
     ├── VerificationError              signature / timestamp refused       (401)
     ├── PayloadError                   signed, but not a JSON object       (400)
-    │   └── PayloadValidationError     fails the vendor's payload model    (422)
+    │   ├── PayloadValidationError     fails the vendor's payload model    (422)
+    │   └── UnstorableValue            a text the store refuses (NUL, lone surrogate ...) (422)
     ├── StorageError                   the store failed
     │   ├── StorageUnavailable         cannot commit now: sender retries   (503)
     │   └── LeaseLost                  a worker no longer holds the event it is working on
@@ -96,6 +97,14 @@ class PayloadValidationError(PayloadError):
     """The JSON does not fit the vendor's payload model for a known event type.
 
     ``reason`` names the failing fields by location only, never their values.
+    """
+
+
+class UnstorableValue(PayloadError):
+    """A field the store cannot keep as text (NUL, lone surrogate, control character, too long).
+
+    A permanent input error, never a storage outage: the sender must not be told to retry.
+    ``reason`` names the field, never its value.
     """
 
 

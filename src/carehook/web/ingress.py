@@ -30,6 +30,7 @@ from carehook.errors import (
     PayloadValidationError,
     StorageError,
     UnknownSource,
+    UnstorableValue,
     UnsupportedMediaType,
     VerificationError,
 )
@@ -46,6 +47,7 @@ STATUS_OF: dict[type[CarehookError], tuple[int, str]] = {
     BodyTooLarge: (413, "payload too large"),
     UnsupportedMediaType: (415, "unsupported media type"),
     VerificationError: (401, "invalid signature"),
+    UnstorableValue: (422, "invalid payload"),
     PayloadValidationError: (422, "invalid payload"),
     PayloadError: (400, "bad request"),
     StorageError: (503, "temporarily unavailable"),
