@@ -21,11 +21,8 @@ import pytest
 from psycopg import sql
 
 from carehook.crypto import KeyRing, new_key_spec, parse_key_spec
-from carehook.inbox import migrate
-from carehook.inbox.port import InboxStore
-from carehook.inbox.postgres import PostgresInbox
-from carehook.inbox.sqlite import SqliteInbox
-from carehook.testing import InMemoryInbox
+from carehook.inbox import migrate, open_store
+from carehook.inbox.port import Store
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = os.environ.get("PGPORT", "5432")
@@ -135,21 +132,17 @@ def sqlite_url(tmp_path: Path) -> str:
 TEST_LOCK_WAIT = 0.2
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(
     request: pytest.FixtureRequest, keyring: KeyRing, sqlite_url: str
-) -> AsyncIterator[InboxStore]:
-    """An opened inbox of each kind (in-memory fake, SQLite, PostgreSQL), closed after."""
-    inbox: InboxStore
-    if request.param == "memory":
-        inbox = InMemoryInbox(keyring)
-    elif request.param == "sqlite":
-        inbox = SqliteInbox(sqlite_url, keyring, busy_timeout=TEST_LOCK_WAIT)
+) -> AsyncIterator[Store]:
+    """An opened inbox on each database (SQLite, PostgreSQL), closed after."""
+    inbox: Store
+    if request.param == "sqlite":
+        inbox = open_store(sqlite_url, keyring, busy_timeout=TEST_LOCK_WAIT)
     else:
         url = request.getfixturevalue("pg_url")
-        inbox = PostgresInbox(url, keyring, lock_timeout=TEST_LOCK_WAIT, timeout=2.0)
+        inbox = open_store(url, keyring, lock_timeout=TEST_LOCK_WAIT, timeout=2.0)
     await inbox.open()
     try:
         yield inbox

@@ -11,14 +11,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
 
 import uvicorn
 
 from carehook.crypto import KeyRing, load_key_ring
 from carehook.inbox import open_store
-from carehook.inbox.port import InboxStore
-from carehook.inbox.work import WorkStore
+from carehook.inbox.port import Store
 from carehook.observability import Metrics
 from carehook.services import build_services, workflow_config
 from carehook.settings import Settings, SourceSettings
@@ -32,10 +30,6 @@ from carehook.worker.policy import RetryPolicy
 from carehook.worker.purge import Purger
 from carehook.workflows import Router, catalog
 from carehook.workflows.ports import Services
-
-
-class Store(InboxStore, WorkStore, Protocol):
-    """Both halves of the storage port, as every adapter implements them."""
 
 
 @dataclass(slots=True)
@@ -58,20 +52,19 @@ def build_keyring(settings: Settings) -> KeyRing:
 def build_store(settings: Settings, keyring: KeyRing) -> Store:
     """The inbox adapter named by the storage URL (not opened yet)."""
     embedded = settings.storage_url.startswith("sqlite")
-    store = open_store(
+    return open_store(
         settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate
     )
-    return cast(Store, store)  # every adapter implements both halves of the port
 
 
-def build_components(settings: Settings, store: InboxStore | None = None) -> Components:
+def build_components(settings: Settings, store: Store | None = None) -> Components:
     """Build every component from settings; ``store`` replaces the configured one (tests)."""
     keyring = build_keyring(settings)
     metrics = Metrics.create()
     return Components(
         settings=settings,
         keyring=keyring,
-        store=cast(Store, store) if store is not None else build_store(settings, keyring),
+        store=store if store is not None else build_store(settings, keyring),
         sources=build_sources(settings, builtin_vendors()),
         metrics=metrics,
         worker_metrics=WorkerMetrics.create(metrics.registry),
@@ -149,6 +142,12 @@ def build_purger(components: Components) -> Purger:
         {name: cfg.retention_days for name, cfg in settings.sources.items()},
         default_retention_days=SourceSettings.model_fields["retention_days"].default,
         dedup_days=settings.worker.dedup_days,
+        request_retention_days={
+            name: cfg.request_retention_days
+            for name, cfg in settings.sources.items()
+            if cfg.request_retention_days is not None
+        },
+        default_request_retention_days=settings.worker.request_retention_days,
         interval_seconds=settings.worker.purge_interval_seconds,
         clock=utcnow,
     )

@@ -21,7 +21,8 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     ├── ReviewError                    no such open review item
     └── StepError                      a workflow step failed
         ├── RetryableError             try again later (timeouts, 429, 5xx, storage hiccups)
-        └── PermanentError             retrying cannot help (other 4xx, validation)
+        ├── PermanentError             retrying cannot help (other 4xx, validation)
+    Deferred                           a step's planned wait: run again at ``until`` (no failure)
 
 The mapping to retry decisions lives in one place: ``carehook.worker.policy.classify``.
 
@@ -29,6 +30,8 @@ The mapping to HTTP statuses lives in one place: ``carehook.web.ingress.STATUS_O
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class CarehookError(Exception):
@@ -146,3 +149,12 @@ class RetryableError(StepError):
 
 class PermanentError(StepError):
     """A failure that retrying cannot fix: the event goes to dead letters."""
+
+
+class Deferred(CarehookError):
+    """A step's planned wait (e.g. a vendor's "ask again after"): the event runs again at
+    ``until``, the attempt is not counted, nothing is recorded as a failure."""
+
+    def __init__(self, until: datetime, reason: str = "deferred") -> None:
+        super().__init__(reason)
+        self.until = until

@@ -48,6 +48,8 @@ class SourceSettings(BaseModel):
     tolerance_seconds: int = Field(default=300, ge=1, le=86400)
     public_path: str | None = None
     retention_days: int = Field(default=30, ge=1)
+    #: request-log rows of this source are kept this long (None: ``worker.request_retention_days``)
+    request_retention_days: int | None = Field(default=None, ge=1)
     #: OpenEvidence: accept the bare-hex signature form that carries no timestamp
     allow_bare_signature: bool = True
     #: rename a scheme's headers (default lower-case name -> name this sender uses)
@@ -120,6 +122,8 @@ class WorkerSettings(BaseModel):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     #: dedup keys (event ids) of finished events are kept this long
     dedup_days: int = Field(default=30, ge=1)
+    #: request-log rows are kept this long (per source: ``request_retention_days`` there)
+    request_retention_days: int = Field(default=30, ge=1)
     #: how often ``serve`` and ``worker`` purge expired payloads and dedup keys
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
 

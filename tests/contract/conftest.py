@@ -20,10 +20,11 @@ import pytest
 
 from carehook.crypto import KeyRing
 from carehook.envelope import Envelope, RequestRecord
-from carehook.inbox.port import InboxStore
-from carehook.inbox.postgres import PostgresInbox
-from carehook.inbox.sqlite import SqliteInbox
-from carehook.testing import InMemoryInbox
+from carehook.inbox import open_store
+from carehook.inbox._sqlite import SqliteDialect
+from carehook.inbox.port import Store
+from carehook.inbox.store import SqlStore
+from carehook.testing import FakeClock
 
 NOW = datetime(2026, 5, 10, 9, 30, 15, 123456, tzinfo=UTC)
 _serial = count(1)
@@ -75,23 +76,12 @@ def make_record() -> MakeRecord:
     return make
 
 
-def _outage(store: InboxStore) -> AbstractAsyncContextManager[None]:
+def _outage(store: Store) -> AbstractAsyncContextManager[None]:
     """Make ``store`` unable to commit for the duration of the block."""
-    if isinstance(store, InMemoryInbox):
-        return _memory_outage(store)
-    if isinstance(store, SqliteInbox):
-        return _sqlite_outage(store.path)
-    assert isinstance(store, PostgresInbox)
+    assert isinstance(store, SqlStore)
+    if isinstance(store.dialect, SqliteDialect):
+        return _sqlite_outage(store.dialect.path)
     return _postgres_outage(store.url)
-
-
-@asynccontextmanager
-async def _memory_outage(store: InMemoryInbox) -> AsyncIterator[None]:
-    store.unavailable = True
-    try:
-        yield
-    finally:
-        store.unavailable = False
 
 
 @asynccontextmanager
@@ -117,27 +107,26 @@ async def _postgres_outage(url: str) -> AsyncIterator[None]:
             await conn.rollback()
 
 
-async def _raw_storage(store: InboxStore) -> bytes:
+async def _raw_storage(store: Store) -> bytes:
     """Every byte the store keeps of its payloads, as an attacker with the disk would see it."""
-    if isinstance(store, InMemoryInbox):
-        return b"".join(s.ciphertext or b"" for s in store.events.values())
-    if isinstance(store, SqliteInbox):
-        files = [store.path, Path(f"{store.path}-wal")]
+    assert isinstance(store, SqlStore)
+    if isinstance(store.dialect, SqliteDialect):
+        path = store.dialect.path
+        files = [path, Path(f"{path}-wal")]
         return b"".join(p.read_bytes() for p in files if p.exists())
-    assert isinstance(store, PostgresInbox)
     async with await psycopg.AsyncConnection.connect(store.url) as conn:
         cur = await conn.execute("SELECT payload FROM events")
         return b"".join(bytes(row[0]) for row in await cur.fetchall() if row[0] is not None)
 
 
 @pytest.fixture
-def outage() -> Callable[[InboxStore], AbstractAsyncContextManager[None]]:
+def outage() -> Callable[[Store], AbstractAsyncContextManager[None]]:
     """``async with outage(store):`` the store cannot commit (a lock held past its timeout)."""
     return _outage
 
 
 @pytest.fixture
-def raw_storage() -> Callable[[InboxStore], Awaitable[bytes]]:
+def raw_storage() -> Callable[[Store], Awaitable[bytes]]:
     """``await raw_storage(store)``: the stored payload bytes as they lie on disk."""
     return _raw_storage
 
@@ -148,19 +137,8 @@ def raw_storage() -> Callable[[InboxStore], Awaitable[bytes]]:
 TEST_LOCK_WAIT = 0.2
 
 
-class Clock:
-    """A settable clock the work stores read: tests move time instead of sleeping."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        """Move the clock forward; returns the new time."""
-        self.now += timedelta(seconds=seconds)
-        return self.now
+#: the contract suites' clock: the fake clock of :mod:`carehook.testing`
+Clock = FakeClock
 
 
 @pytest.fixture
@@ -172,21 +150,17 @@ def clock() -> Clock:
 def _work_store(
     kind: str, request: pytest.FixtureRequest, keyring: KeyRing, clock: Clock, sqlite_url: str
 ) -> Any:
-    if kind == "memory":
-        return InMemoryInbox(keyring, clock=clock)
     if kind == "sqlite":
-        return SqliteInbox(sqlite_url, keyring, busy_timeout=TEST_LOCK_WAIT, clock=clock)
+        return open_store(sqlite_url, keyring, busy_timeout=TEST_LOCK_WAIT, clock=clock)
     url = request.getfixturevalue("pg_url")
-    return PostgresInbox(url, keyring, lock_timeout=TEST_LOCK_WAIT, timeout=2.0, clock=clock)
+    return open_store(url, keyring, lock_timeout=TEST_LOCK_WAIT, timeout=2.0, clock=clock)
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def work_store(
     request: pytest.FixtureRequest, keyring: KeyRing, clock: Clock, sqlite_url: str
 ) -> AsyncIterator[Any]:
-    """An opened store of each kind (fake, SQLite, PostgreSQL) reading time from ``clock``."""
+    """An opened store on each database (SQLite, PostgreSQL) reading time from ``clock``."""
     store = _work_store(request.param, request, keyring, clock, sqlite_url)
     await store.open()
     try:
@@ -195,26 +169,22 @@ async def work_store(
         await store.close()
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def racing_stores(
     request: pytest.FixtureRequest, keyring: KeyRing, sqlite_url: str
 ) -> AsyncIterator[list[Any]]:
     """Four handles on one store for four racing workers, on the real clock.
 
     PostgreSQL: four separately opened stores (four pools) on one database, as four worker
-    processes would be. SQLite and the fake: one store shared, as a SQLite deployment has one
-    writer per file.
+    processes would be. SQLite: one store shared, as a SQLite deployment has one writer per
+    file.
     """
     stores: list[Any]
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")
-        stores = [PostgresInbox(url, keyring, timeout=5.0) for _ in range(4)]
-    elif request.param == "sqlite":
-        stores = [SqliteInbox(sqlite_url, keyring)] * 4
+        stores = [open_store(url, keyring, timeout=5.0) for _ in range(4)]
     else:
-        stores = [InMemoryInbox(keyring)] * 4
+        stores = [open_store(sqlite_url, keyring)] * 4
     for s in dict.fromkeys(stores):
         await s.open()
     try:

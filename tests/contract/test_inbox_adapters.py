@@ -16,10 +16,9 @@ from carehook.crypto import KeyRing
 from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import ConfigError, StorageError, StorageUnavailable
 from carehook.inbox import migrate, open_store
+from carehook.inbox._postgres import PostgresDialect
+from carehook.inbox._sqlite import SqliteDialect
 from carehook.inbox.port import EventFilter
-from carehook.inbox.postgres import PostgresInbox
-from carehook.inbox.sqlite import SqliteInbox
-from carehook.testing import InMemoryInbox
 
 MakeEnvelope = Callable[..., Envelope]
 MakeRecord = Callable[..., RequestRecord]
@@ -28,12 +27,17 @@ MakeRecord = Callable[..., RequestRecord]
 # --- open_store --------------------------------------------------------------------------------
 
 
-def test_open_store_picks_the_adapter_by_url(keyring: KeyRing, sqlite_url: str) -> None:
-    """sqlite:///, postgresql:// (and postgres://) and memory:// name their adapters."""
-    assert isinstance(open_store(sqlite_url, keyring), SqliteInbox)
-    assert isinstance(open_store("postgresql://u@h:5432/d", keyring), PostgresInbox)
-    assert isinstance(open_store("postgres://u@h/d", keyring), PostgresInbox)
-    assert isinstance(open_store("memory://", keyring), InMemoryInbox)
+def test_open_store_picks_the_dialect_by_url(keyring: KeyRing, sqlite_url: str) -> None:
+    """sqlite:///, postgresql:// (and postgres://) name their dialects of the one store."""
+    assert isinstance(open_store(sqlite_url, keyring).dialect, SqliteDialect)
+    assert isinstance(open_store("postgresql://u@h:5432/d", keyring).dialect, PostgresDialect)
+    assert isinstance(open_store("postgres://u@h/d", keyring).dialect, PostgresDialect)
+
+
+def test_open_store_refuses_memory(keyring: KeyRing) -> None:
+    """memory:// is refused with a message saying why (acknowledged means on disk)."""
+    with pytest.raises(ConfigError, match="must commit them to disk"):
+        open_store("memory://", keyring)
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/d", "sqlite://", "sqlite:///:memory:", ""])
@@ -50,12 +54,12 @@ async def test_sqlite_file_is_private_wal_and_migrated(
     keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """open() creates the directory and a 0600 file in WAL mode at the newest schema."""
-    async with SqliteInbox(sqlite_url, keyring) as inbox:
+    async with open_store(sqlite_url, keyring) as inbox:
         env = make_envelope()
         await inbox.accept(env, make_record(env))
-        for path in (inbox.path, Path(f"{inbox.path}-wal")):
+        for path in (inbox.dialect.path, Path(f"{inbox.dialect.path}-wal")):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-        conn = sqlite3.connect(inbox.path)
+        conn = sqlite3.connect(inbox.dialect.path)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
     assert migrate.is_current(sqlite_url)
@@ -65,11 +69,11 @@ async def test_sqlite_without_auto_migrate_refuses_an_old_schema(
     keyring: KeyRing, sqlite_url: str
 ) -> None:
     """With auto_migrate off, open() on an unmigrated file asks for `carehook db upgrade`."""
-    inbox = SqliteInbox(sqlite_url, keyring, auto_migrate=False)
+    inbox = open_store(sqlite_url, keyring, auto_migrate=False)
     with pytest.raises(ConfigError, match="db upgrade"):
         await inbox.open()
     migrate.upgrade(sqlite_url)
-    async with SqliteInbox(sqlite_url, keyring, auto_migrate=False) as inbox:
+    async with open_store(sqlite_url, keyring, auto_migrate=False) as inbox:
         await inbox.ping()
 
 
@@ -78,9 +82,9 @@ async def test_sqlite_events_survive_reopening(
 ) -> None:
     """What accept acknowledged is there after close and reopen (and still a duplicate)."""
     env = make_envelope()
-    async with SqliteInbox(sqlite_url, keyring) as inbox:
+    async with open_store(sqlite_url, keyring) as inbox:
         assert await inbox.accept(env, make_record(env))
-    async with SqliteInbox(sqlite_url, keyring) as inbox:
+    async with open_store(sqlite_url, keyring) as inbox:
         assert await inbox.accept(env, make_record(env)) is False
         (row,) = await inbox.list_events(EventFilter())
         assert await inbox.read_payload(row.id, actor="t") == env.payload
@@ -90,7 +94,7 @@ async def test_sqlite_closed_store_refuses_writes(
     keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """After close() a write is StorageUnavailable, never a hang."""
-    inbox = SqliteInbox(sqlite_url, keyring)
+    inbox = open_store(sqlite_url, keyring)
     await inbox.open()
     await inbox.close()
     env = make_envelope()
@@ -104,8 +108,8 @@ async def test_sqlite_bad_row_fails_alone_and_leaves_nothing_half_written(
     keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """A row the database refuses fails its own call only; its event row is rolled back too."""
-    async with SqliteInbox(sqlite_url, keyring, busy_timeout=5) as inbox:
-        conn = sqlite3.connect(inbox.path, isolation_level=None)
+    async with open_store(sqlite_url, keyring, busy_timeout=5) as inbox:
+        conn = sqlite3.connect(inbox.dialect.path, isolation_level=None)
         # the request-log insert fails *after* its event row went in, inside the same batch
         conn.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.remote_addr = 'bad'"
@@ -136,8 +140,8 @@ async def test_sqlite_commits_are_shared_under_load(
     keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Calls queued while the writer is busy are committed together in one transaction."""
-    async with SqliteInbox(sqlite_url, keyring, busy_timeout=5) as inbox:
-        conn = sqlite3.connect(inbox.path, isolation_level=None)
+    async with open_store(sqlite_url, keyring, busy_timeout=5) as inbox:
+        conn = sqlite3.connect(inbox.dialect.path, isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")  # the writer blocks on its first batch meanwhile
         envs = [make_envelope() for _ in range(50)]
         calls = [asyncio.ensure_future(inbox.accept(e, make_record(e))) for e in envs]
@@ -159,8 +163,8 @@ async def test_postgres_open_refuses_an_unmigrated_database(
 ) -> None:
     """By default PostgreSQL is never migrated silently: open() names the command to run."""
     with pytest.raises(ConfigError, match="carehook db upgrade"):
-        await PostgresInbox(pg_empty_url, keyring).open()
-    async with PostgresInbox(pg_empty_url, keyring, auto_migrate=True) as inbox:
+        await open_store(pg_empty_url, keyring).open()
+    async with open_store(pg_empty_url, keyring, auto_migrate=True) as inbox:
         await inbox.ping()
     assert migrate.is_current(pg_empty_url)
 
@@ -168,7 +172,7 @@ async def test_postgres_open_refuses_an_unmigrated_database(
 @pytest.mark.postgres
 async def test_postgres_unreachable_server_is_unavailable(keyring: KeyRing) -> None:
     """A server that refuses connections makes open() raise StorageUnavailable."""
-    inbox = PostgresInbox("postgresql://postgres@127.0.0.1:1/nowhere", keyring, timeout=1)
+    inbox = open_store("postgresql://postgres@127.0.0.1:1/nowhere", keyring, timeout=1)
     with pytest.raises(StorageUnavailable):
         await inbox.open()
 
@@ -178,7 +182,7 @@ async def test_postgres_killed_connections_are_replaced(
     keyring: KeyRing, pg_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """After every pooled backend is terminated, the next accept still commits."""
-    async with PostgresInbox(pg_url, keyring, min_size=3) as inbox:
+    async with open_store(pg_url, keyring) as inbox:
         first = make_envelope()
         assert await inbox.accept(first, make_record(first))
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
@@ -209,8 +213,8 @@ async def test_postgres_two_processes_never_double_store_nor_deadlock(
     middle = envs[n // 2]
     opts: dict[str, Any] = {"flushers": 1, "batch_cap": n}
     async with (
-        PostgresInbox(pg_url, keyring, **opts) as a,
-        PostgresInbox(pg_url, keyring, **opts) as b,
+        open_store(pg_url, keyring, **opts) as a,
+        open_store(pg_url, keyring, **opts) as b,
         await psycopg.AsyncConnection.connect(pg_url) as blocker,
     ):
         await blocker.execute(

@@ -1,5 +1,5 @@
-"""The work contract (claim, steps, retries, replay, purge): each test runs against the
-in-memory fake, SQLite and PostgreSQL."""
+"""The work contract (claim, steps, retries, replay, purge): each test runs against the one
+store on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
 
 import pytest
 
 from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import LeaseLost
-from carehook.inbox.port import EventFilter, InboxStore
-from carehook.inbox.work import ACTION_REPLAY, ReplayFilter, WorkStore
+from carehook.inbox.port import EventFilter, Store
+from carehook.inbox.work import ACTION_REPLAY, ReplayFilter
 from carehook.workflows import TimelineEntry
 
 from .conftest import NOW, Clock
@@ -23,10 +22,6 @@ from .conftest import NOW, Clock
 MakeEnvelope = Callable[..., Envelope]
 MakeRecord = Callable[..., RequestRecord]
 LEASE = 30.0
-
-
-class Store(InboxStore, WorkStore, Protocol):
-    """Both halves of the port, as every adapter implements them."""
 
 
 class Feed:
@@ -361,7 +356,7 @@ async def test_replay_by_filter_counts_audits_and_resets(
     assert row is not None
     assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, clock.now)
     [audit] = await work_store.list_audit()
-    assert (audit.action, audit.actor, audit.event_id) == (ACTION_REPLAY, "ops", dead_a)
+    assert (audit.action, audit.actor, audit.event_pk) == (ACTION_REPLAY, "ops", dead_a)
 
     untouchable = (running, pending, unhandled)
     assert await work_store.replay(ReplayFilter(event_pks=untouchable), "ops") == 0

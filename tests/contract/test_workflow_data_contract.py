@@ -1,4 +1,4 @@
-"""Workflow data and the review queue: each test runs against the in-memory fake, SQLite and
+"""Workflow data and the review queue: each test runs against SQLite and
 PostgreSQL."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ async def test_review_items_list_newest_first_and_resolve_once_audited(
     assert [r.id for r in await work_store.list_reviews(status="resolved")] == [rows[1].id]
     assert len(await work_store.list_reviews(status=None)) == 2
     audit = [a for a in await work_store.list_audit() if a.action == ACTION_REVIEW_RESOLVE]
-    assert [(a.actor, a.event_id) for a in audit] == [("cli:alice", first)]
+    assert [(a.actor, a.event_pk) for a in audit] == [("cli:alice", first)]
 
     with pytest.raises(ReviewError, match="already resolved"):
         await work_store.resolve_review(rows[1].id, "cli:bob", "again")

@@ -23,10 +23,9 @@ from carehook.bootstrap import Store
 from carehook.crypto import KeyRing
 from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import PermanentError, RetryableError
-from carehook.inbox.postgres import PostgresInbox
-from carehook.inbox.sqlite import SqliteInbox
+from carehook.inbox import open_store
 from carehook.inbox.work import ReplayFilter
-from carehook.testing import InMemoryInbox
+from carehook.testing import FakeClock
 from carehook.worker.engine import Worker
 from carehook.worker.policy import RetryPolicy
 from carehook.workflows import (
@@ -41,43 +40,22 @@ from carehook.workflows import (
 FAST = RetryPolicy(base_seconds=5.0, cap_seconds=60.0, max_attempts=12)
 
 
-class FakeClock:
-    """A settable UTC clock, shared by a store and its workers."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-        self.real = False
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) if self.real else self.now
-
-    def follow_real_time(self) -> None:
-        """From now on, tell the real time (for the one test about real lease expiry)."""
-        self.real = True
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    """The fake clock of the test."""
-    return FakeClock()
+    """The fake clock of the test (now, to the second)."""
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(
     request: pytest.FixtureRequest, keyring: KeyRing, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Store]:
-    """An opened store of each kind on the fake clock, closed after the test."""
+    """An opened store on each database on the fake clock, closed after the test."""
     inbox: Any
-    if request.param == "memory":
-        inbox = InMemoryInbox(keyring, clock=clock)
-    elif request.param == "sqlite":
-        inbox = SqliteInbox(tmp_path / "carehook.db", keyring, clock=clock)
+    if request.param == "sqlite":
+        inbox = open_store(f"sqlite:///{tmp_path / 'carehook.db'}", keyring, clock=clock)
     else:
-        inbox = PostgresInbox(request.getfixturevalue("pg_url"), keyring, clock=clock)
+        inbox = open_store(request.getfixturevalue("pg_url"), keyring, clock=clock)
     await inbox.open()
     try:
         yield inbox

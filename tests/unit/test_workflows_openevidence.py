@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from carehook.errors import RetryableError
+from carehook.errors import Deferred
 from carehook.workflows import StepContext
 from carehook.workflows.catalog import SourceOptions, WorkflowConfig
 from carehook.workflows.openevidence import days_left, revision_newer, workflows
@@ -193,9 +193,9 @@ async def test_a_failed_query_alerts_ops_then_redelivers_after_retry_after() -> 
     alert = await workflow.steps[0].run(StepContext(item=item, now=NOW))
     assert alert.outcome == "ok"
     assert h.sent()[0][1].facts["retry_after"] == "30.0"
-    with pytest.raises(RetryableError) as early:
+    with pytest.raises(Deferred) as early:
         await workflow.steps[1].run(StepContext(item=item, now=NOW + timedelta(seconds=10)))
-    assert early.value.retry_after == pytest.approx(20)
+    assert early.value.until == item.received_at + timedelta(seconds=30)
     later = await workflow.steps[1].run(StepContext(item=item, now=NOW + timedelta(seconds=31)))
     assert later.outcome == "ok"
     [(message_id, body)] = h.calls("requester")

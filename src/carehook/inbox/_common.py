@@ -1,21 +1,21 @@
-"""Small helpers the inbox adapters share: storage URLs, UTC timestamps, row mapping, the SQL
-fragments both adapters build the same way."""
+"""Small helpers of the inbox: storage URLs, UTC timestamps, row mapping, the SQL fragments
+built from filters (``?`` placeholders: :mod:`carehook.inbox._postgres` rewrites them), and
+the one rule of what text the store accepts."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from carehook.crypto import KeyRing, payload_aad, subject_aad
+from carehook.crypto import KeyRing, subject_aad
 from carehook.errors import ConfigError
 from carehook.inbox.port import AuditRow, EventRow, RequestRow
 from carehook.inbox.work import (
     AttemptRow,
-    Claim,
     ReplayFilter,
     ReviewRow,
     StepRow,
@@ -93,24 +93,9 @@ def to_text(dt: datetime) -> str:
     return as_utc(dt).isoformat(timespec="microseconds")
 
 
-def opt_text(dt: datetime | None) -> str | None:
-    """:func:`to_text`, passing None through."""
-    return None if dt is None else to_text(dt)
-
-
-def from_text(value: str) -> datetime:
+def from_text(value: str | datetime) -> datetime:
     """Parse :func:`to_text`'s form back into an aware UTC datetime."""
-    return datetime.fromisoformat(value)
-
-
-def opt_from_text(value: str | None) -> datetime | None:
-    """:func:`from_text`, passing None through."""
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def utc_or_none(value: datetime | None) -> datetime | None:
-    """``value`` converted to UTC (PostgreSQL hands back the session's time zone)."""
-    return None if value is None else as_utc(value)
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 # The column lists the row mappers below expect, shared by both SQL adapters.
@@ -158,7 +143,7 @@ def request_row(r: Sequence[Any], from_db: Any) -> RequestRow:
 
 def audit_row(r: Sequence[Any], from_db: Any) -> AuditRow:
     """An AuditRow from a row of :data:`AUDIT_COLUMNS`."""
-    return AuditRow(id=r[0], at=from_db(r[1]), actor=r[2], action=r[3], event_id=r[4], detail=r[5])
+    return AuditRow(id=r[0], at=from_db(r[1]), actor=r[2], action=r[3], event_pk=r[4], detail=r[5])
 
 
 def initial_status(handled: bool) -> str:
@@ -167,7 +152,7 @@ def initial_status(handled: bool) -> str:
 
 
 def event_filter_sql(
-    source: str | None, status: str | None, type_: str | None, placeholder: str
+    source: str | None, status: str | None, type_: str | None, placeholder: str = "?"
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (possibly empty) and its parameters for an EventFilter."""
     clauses: list[str] = []
@@ -222,29 +207,6 @@ def timeline_row(r: Sequence[Any], from_db: Any) -> TimelineRow:
     )
 
 
-def claim_of(
-    r: Sequence[Any], from_db: Any, expires: datetime, keyring: KeyRing,
-    finished: frozenset[str] | None = None,
-) -> Claim:
-    """A Claim from a row of :data:`CLAIM_COLUMNS`, its payload decrypted (system access)."""
-    blob = r[8]
-    payload = None if blob is None else keyring.decrypt(bytes(blob), payload_aad(r[1], r[3]))
-    return Claim(
-        pk=r[0],
-        source=r[1],
-        vendor=r[2],
-        event_id=r[3],
-        type=r[4],
-        subject=r[5],
-        attempt=r[6],
-        received_at=from_db(r[7]),
-        lease_expires_at=expires,
-        payload=payload,
-        finished=finished,
-        occurred_at=None if r[9] is None else from_db(r[9]),
-    )
-
-
 def dead_owner(owner: str | None, host: str, alive_pids: Sequence[int]) -> bool:
     """True when ``owner`` (``"<host>:<pid>:<random>"``) runs on ``host`` under a dead pid."""
     if owner is None:
@@ -253,11 +215,8 @@ def dead_owner(owner: str | None, host: str, alive_pids: Sequence[int]) -> bool:
     return len(parts) == 3 and parts[0] == host and parts[1] not in {str(p) for p in alive_pids}
 
 
-def replay_filter_sql(
-    flt: ReplayFilter, placeholder: str, to_db: Callable[[datetime], Any]
-) -> tuple[str, list[Any]]:
-    """The WHERE clause (never empty) and its parameters choosing the events a replay takes;
-    ``to_db`` converts timestamps for the dialect."""
+def replay_filter_sql(flt: ReplayFilter, placeholder: str = "?") -> tuple[str, list[Any]]:
+    """The WHERE clause (never empty) and its parameters choosing the events a replay takes."""
     not_replayable = ", ".join(f"'{s}'" for s in NOT_REPLAYABLE)
     clauses = [f"status NOT IN ({not_replayable})"]
     params: list[Any] = []
@@ -270,16 +229,12 @@ def replay_filter_sql(
             params.append(value)
     if flt.since is not None:
         clauses.append(f"received_at >= {placeholder}")
-        params.append(to_db(flt.since))
+        params.append(as_utc(flt.since))
     return " WHERE " + " AND ".join(clauses), params
 
 
 def purge_payloads_sql(
-    now: datetime,
-    retention_days: Mapping[str, int],
-    default_days: int,
-    placeholder: str,
-    to_db: Callable[[datetime], Any],
+    now: datetime, retention_days: Mapping[str, int], default_days: int, placeholder: str = "?"
 ) -> tuple[str, list[Any]]:
     """The condition (and parameters) on ``source, received_at`` of a payload past retention.
 
@@ -290,12 +245,12 @@ def purge_payloads_sql(
     default = now - timedelta(days=default_days)
     latest = max([default, *cutoffs.values()])
     if not cutoffs:
-        return f"received_at < {placeholder}", [to_db(default)]
+        return f"received_at < {placeholder}", [default]
     whens = " ".join(f"WHEN {placeholder} THEN {placeholder}" for _ in cutoffs)
-    params: list[Any] = [to_db(latest)]
+    params: list[Any] = [latest]
     for source, cutoff in cutoffs.items():
-        params.extend((source, to_db(cutoff)))
-    params.append(to_db(default))
+        params.extend((source, cutoff))
+    params.append(default)
     cond = (
         f"received_at < {placeholder} AND received_at < CASE source {whens} ELSE {placeholder} END"
     )
@@ -331,3 +286,34 @@ def open_data(keyring: KeyRing, subject: str, blob: bytes | None) -> dict[str, o
         return {}
     value = json.loads(keyring.decrypt(bytes(blob), subject_aad(subject)))
     return value if isinstance(value, dict) else {}
+
+
+# -- what text the store accepts -------------------------------------------------------------
+
+
+def unstorable(*texts: str | None) -> str | None:
+    """Why one of ``texts`` cannot be stored, or None.
+
+    One rule for both databases (PostgreSQL refuses NUL in text; neither driver can encode a
+    lone surrogate), checked before the driver sees the value, so SQLite refuses what
+    PostgreSQL refuses and the refusal is a :class:`carehook.errors.UnstorableValue`.
+    """
+    for text in texts:
+        if text is None:
+            continue
+        if "\x00" in text:
+            return "a text field holds a NUL character"
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                return "a text field is not valid UTF-8 (a lone surrogate)"
+    return None
+
+
+def storable(text: str) -> str:
+    """``text`` with what the store refuses escaped (for request-log rows, which must be
+    written whatever the request held)."""
+    if unstorable(text) is None:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()

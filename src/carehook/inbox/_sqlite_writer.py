@@ -21,7 +21,9 @@ one bad row cannot fail its neighbours.
 
 The worker's writes (claim, record a step, complete ...) are ``CALL`` operations: a function
 run on the writer's connection. The calls drained with a batch run after its group-committed
-rows, together in ONE ``BEGIN IMMEDIATE`` transaction (one fsync for all of them); each call's
+rows, up to ``call_cap`` of them together in ONE ``BEGIN IMMEDIATE`` transaction (one fsync for
+all of them), and the queue is drained of ingest before each such transaction (ingest first:
+an acknowledgement never waits behind a backlog of worker writes); each call's
 result or error goes to its own caller. A call may raise one of our errors (``LeaseLost``) only
 *before* it writes anything, so the others can still commit; a driver error rolls the whole
 transaction back and the calls are retried one transaction each, to isolate the bad one.
@@ -35,6 +37,7 @@ Claims are serialised by construction: one thread, one transaction at a time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import queue
@@ -168,12 +171,16 @@ def translate(exc: BaseException) -> StorageError:
 class GroupCommitWriter:
     """The one thread that writes to a SQLite inbox, committing queued writes in batches."""
 
-    def __init__(self, conn: sqlite3.Connection, *, cap: int = MAX_ROWS) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, cap: int = MAX_ROWS, call_cap: int = 32
+    ) -> None:
         self._conn = conn
         for stmt in SETUP_SQL:
             conn.execute(stmt)
         self._cur = conn.cursor()
         self._cap = max(1, min(cap, MAX_ROWS))
+        self._call_cap = max(1, call_cap)
+        self._calls: collections.deque[Op] = collections.deque()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="carehook-sqlite-writer")
         self._stopping = False
@@ -217,28 +224,42 @@ class GroupCommitWriter:
             self._conn.close()
 
     def _take_and_commit(self) -> bool:
-        """Commit one batch; False once told to stop."""
-        first = self._queue.get()
-        if first is _STOP:
-            return False
+        """Commit everything queued for ingest, then at most ``call_cap`` worker calls in one
+        transaction; False once told to stop.
+
+        Ingest has priority: the queue is drained before every transaction of calls, so an
+        acknowledgement waits behind at most one such transaction, never behind a backlog of
+        claims and completions.
+        """
         batch: list[Op] = []
-        calls: list[Op] = []
-        (calls if first[0] == CALL else batch).append(first)
         go_on = True
-        while len(batch) + len(calls) < self._cap:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        item: Any = self._queue.get() if not self._calls else self._next_nowait()
+        while item is not None:
             if item is _STOP:
                 go_on = False
                 break
-            (calls if item[0] == CALL else batch).append(item)
+            if item[0] == CALL:
+                self._calls.append(item)
+            else:
+                batch.append(item)
+                if len(batch) >= self._cap:
+                    self._commit(batch)
+                    batch = []
+            item = self._next_nowait()
         if batch:
             self._commit(batch)
-        if calls:
-            self._run_calls(calls)
+        while self._calls:
+            n = min(len(self._calls), self._call_cap)
+            self._run_calls([self._calls.popleft() for _ in range(n)])
+            if go_on:
+                break  # look at the queue again first; at stop, finish every call
         return go_on
+
+    def _next_nowait(self) -> Any:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
     def _run_calls(self, calls: list[Op]) -> None:
         """Run the calls in one transaction; each caller gets its own result or error."""

@@ -1,23 +1,38 @@
 """The storage port: what the rest of carehook may ask of the inbox.
 
-One Protocol, two adapters (``sqlite.py``, ``postgres.py``) and one contract suite
-(``tests/contract/test_inbox_contract.py``) run against both and against the in-memory fake
-in :mod:`carehook.testing`.
+One Protocol (:class:`Store`: intake and work), one implementation over SQL
+(:class:`carehook.inbox.store.SqlStore`) on SQLite and PostgreSQL, and the contract suites of
+``tests/contract`` run against both databases. The worker's records and rules are in
+:mod:`carehook.inbox.work`.
 
 Durability contract: when ``accept`` returns, the event row and its request-log row are
 committed (group commit: concurrent calls share one transaction and one fsync, but each call
 returns only after the commit that holds its row). Driver errors are translated into
 :class:`carehook.errors.StorageUnavailable` (transient: connection lost, database locked, disk
-full) or :class:`carehook.errors.StorageError`.
+full) or :class:`carehook.errors.StorageError`; a text the store refuses (NUL, a lone
+surrogate) raises :class:`carehook.errors.UnstorableValue` on both databases alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from carehook.envelope import Envelope, RequestRecord
+from carehook.inbox.work import (
+    AttemptRow,
+    Claim,
+    PurgeCounts,
+    ReplayFilter,
+    ReviewRow,
+    StepRecord,
+    StepRow,
+    TimelineRow,
+)
+from carehook.workflows import ReviewRequest, TimelineEntry
 
 #: every status an event can have
 EVENT_STATUSES = ("pending", "processing", "retrying", "done", "dead", "unhandled")
@@ -79,12 +94,23 @@ class AuditRow:
     at: datetime
     actor: str
     action: str
-    event_id: int | None
+    #: the internal key of the event concerned (never the vendor's event id)
+    event_pk: int | None
     detail: str
 
 
-class InboxStore(Protocol):
-    """The inbox port."""
+class Store(Protocol):
+    """The inbox port: intake (ingress, operators) and work (the worker, purge)."""
+
+    async def __aenter__(self) -> Self:
+        """``open`` the store."""
+        ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """``close`` the store."""
+        ...
 
     async def open(self) -> None:
         """Connect, check the schema is current, start the group-commit writer."""
@@ -95,7 +121,7 @@ class InboxStore(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless the store answers."""
+        """Raise StorageUnavailable unless a write commits (``/readyz``)."""
         ...
 
     async def accept(self, envelope: Envelope, request: RequestRecord) -> bool:
@@ -136,3 +162,130 @@ class InboxStore(Protocol):
     async def list_audit(self, limit: int = 100) -> list[AuditRow]:
         """Audit rows, newest first."""
         ...
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        """Claim up to ``limit`` claimable events (oldest first) for ``owner``."""
+        ...
+
+    async def extend_leases(self, owner: str, pks: Sequence[int], lease_seconds: float) -> set[int]:
+        """Push the leases ``owner`` still holds forward; returns the pks still held."""
+        ...
+
+    async def release_dead_owners(self, host: str, alive_pids: Sequence[int]) -> int:
+        """Expire leases held by owners on ``host`` whose pid is not alive (after a kill -9).
+
+        Owners are ``"<host>:<pid>:<random>"``. Returns how many leases were expired.
+        """
+        ...
+
+    async def record_step(
+        self,
+        pk: int,
+        owner: str,
+        name: str,
+        outcome: str,
+        detail: str,
+        timeline: TimelineEntry | None,
+        *,
+        data: Mapping[str, object] | None = None,
+        review: ReviewRequest | None = None,
+    ) -> None:
+        """Record a finished step with its timeline entry, the event subject's new working
+        ``data`` (replacing it, encrypted) and a review item, atomically (see the module doc)."""
+        ...
+
+    async def subject_data(self, subject: str) -> dict[str, object]:
+        """A subject's working data, decrypted (``{}`` if it has none)."""
+        ...
+
+    async def list_reviews(self, status: str | None = "open", limit: int = 100) -> list[ReviewRow]:
+        """Review items, newest first (``status`` None: all)."""
+        ...
+
+    async def resolve_review(self, review_id: int, actor: str, note: str) -> ReviewRow:
+        """Resolve an open review item with ``note``, audited; ReviewError if there is no such
+        item or it is already resolved."""
+        ...
+
+    async def complete(self, pk: int, owner: str, step: StepRecord | None = None) -> None:
+        """Record ``step`` (as ``record_step``) and mark the event ``done``, close its attempt,
+        drop the lease: one transaction."""
+        ...
+
+    async def defer(self, pk: int, owner: str, until: datetime) -> None:
+        """Give the event back due at ``until``: a planned wait, the attempt not counted, no
+        error recorded, never dead-lettered."""
+        ...
+
+    async def fail(
+        self, pk: int, owner: str, error_class: str, message: str, retry_at: datetime | None
+    ) -> str:
+        """Close the attempt with its error; ``retrying`` at ``retry_at``, or ``dead`` if None."""
+        ...
+
+    async def release(self, pk: int, owner: str) -> None:
+        """Give the event back unfinished (shutdown): due now, this attempt not counted."""
+        ...
+
+    async def replay(self, flt: ReplayFilter, actor: str, *, dry_run: bool = False) -> int:
+        """Put matching events (not ``processing``/``unhandled``) back to ``pending``, due now,
+        attempts reset, one audit row each; returns how many (would be) replayed."""
+        ...
+
+    async def list_steps(self, pk: int) -> list[StepRow]:
+        """Every finished step of event ``pk``, in order."""
+        ...
+
+    async def list_attempts(self, pk: int) -> list[AttemptRow]:
+        """Every attempt at event ``pk``, in order."""
+        ...
+
+    async def last_errors(self, pks: Sequence[int]) -> dict[int, AttemptRow]:
+        """The last failed attempt of each of ``pks`` (for ``dlq ls``)."""
+        ...
+
+    async def timeline(self, subject: str, limit: int = 500) -> list[TimelineRow]:
+        """A subject's timeline, oldest first."""
+        ...
+
+    async def subject_state(self, subject: str) -> str | None:
+        """A subject's current state, or None."""
+        ...
+
+    async def purge(
+        self,
+        now: datetime,
+        retention_days: Mapping[str, int],
+        default_retention_days: int,
+        dedup_days: int,
+        request_retention_days: Mapping[str, int] | None = None,
+        default_request_retention_days: int | None = None,
+    ) -> PurgeCounts:
+        """Drop payloads past their source's retention, finished events' dedup keys past
+        ``dedup_days`` (metadata of purged payloads stays; rows past the dedup window go) and
+        request-log rows past their source's request retention (None: kept)."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When ``claim`` may next find something without a new signal (None: nothing waits).
+
+        The earliest of: the due time of each subject's head that is ``pending``/``retrying``,
+        and the lease expiry of each head that is ``processing`` (its worker may be dead). Events
+        queued behind their subject's head do not count: they become claimable when the head
+        finishes, which signals ``wait_for_work``. The time may be in the past (work is due).
+        """
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (a bounded wait is the contract)
+        """Return when new work may be claimable (an accept, replay or release anywhere that
+        this store can hear of: in-process for SQLite and the fake, LISTEN/NOTIFY on
+        PostgreSQL), or after ``timeout`` seconds. Also signalled: a retry scheduled, dead
+        owners' leases expired, and an event finishing while a later one of its subject
+        waits. A signal raised while nobody waits is kept for the next wait (at worst a
+        spurious wake-up, never a lost one) once this loop has called ``claim`` or waited."""
+        ...
+
+
+#: the names the two halves had before they were one port
+InboxStore = Store
+WorkStore = Store

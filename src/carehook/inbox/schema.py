@@ -43,6 +43,8 @@ def _event_fk(*, nullable: bool, ondelete: str = "CASCADE") -> sa.Column[int]:
 #: the statuses that hold back later events of a subject (carehook.inbox.work)
 ACTIVE_STATUSES = ("pending", "processing", "retrying")
 _ACTIVE = sa.text("status IN ('pending', 'processing', 'retrying')")
+_WAITING = sa.text("status IN ('pending', 'retrying')")
+_RUNNING = sa.text("status = 'processing'")
 
 
 requests = sa.Table(
@@ -95,6 +97,19 @@ events = sa.Table(
         "id",
         sqlite_where=_ACTIVE,
         postgresql_where=_ACTIVE,
+    ),
+    # the waiting events in id order with their due time: a claim walks the oldest due ones
+    # and stops after ``limit`` heads, so its cost does not grow with the backlog (0004)
+    sa.Index(
+        "ix_events_due", "id", "next_attempt_at", sqlite_where=_WAITING, postgresql_where=_WAITING
+    ),
+    # the events in flight by subject: "another event of this subject runs" is one probe (0004)
+    sa.Index(
+        "ix_events_running",
+        "subject",
+        "lease_expires_at",
+        sqlite_where=_RUNNING,
+        postgresql_where=_RUNNING,
     ),
     # event ids are shown to operators and referenced by audit rows: never reuse one on SQLite
     sqlite_autoincrement=True,
@@ -190,4 +205,12 @@ audit = sa.Table(
     sa.Column("event_pk", BigId, nullable=True),
     sa.Column("detail", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index(None, "event_pk"),
+)
+
+# one row that ``ping`` rewrites: readiness proves that a write commits (0004)
+probe = sa.Table(
+    "probe",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", Timestamp, nullable=False),
 )

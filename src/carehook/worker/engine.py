@@ -5,11 +5,14 @@ leases and per-subject claiming keep them apart). The loop:
 
 1. claim up to the free slots (``concurrency`` minus events in flight); each claim runs in its
    own task: decode the payload, route ``(vendor, type)`` to a workflow, skip the steps already
-   recorded, run the rest in order and record each (with its timeline entry, atomically), then
-   ``complete``;
+   recorded (read with the claim), run the rest in order and record each (with its timeline
+   entry, atomically), the last one together with ``complete``;
 2. a failure is classified (:func:`carehook.worker.policy.classify`): retryable and attempts left
-   → ``retrying`` after a back-off; otherwise → ``dead``. :class:`~carehook.errors.LeaseLost`
-   means another worker owns the event now: the attempt is dropped without a record;
+   → ``retrying`` after a back-off; otherwise → ``dead``. A step raising
+   :class:`~carehook.errors.Deferred` is a planned wait, not a failure: the event is given back
+   due at its ``until`` (``Store.defer``), the attempt not counted.
+   :class:`~carehook.errors.LeaseLost` means another worker owns the event now: the attempt is
+   dropped without a record;
 3. with nothing to claim, wait until the store hears of new work, a running event finishes (it
    may unblock the next event of its subject), the earliest retry falls due, or ``poll_seconds``;
 4. a heartbeat renews the leases of the events in flight every third of ``lease_seconds``.
@@ -30,12 +33,13 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from carehook.errors import LeaseLost, PermanentError, StorageError
-from carehook.inbox.work import Claim, WorkStore
+from carehook.errors import Deferred, LeaseLost, PermanentError, StorageError
+from carehook.inbox.port import Store
+from carehook.inbox.work import Claim, StepRecord
 from carehook.observability import get_logger
 from carehook.worker.identity import alive_pids, host_identity, new_owner
 from carehook.worker.metrics import WorkerMetrics
@@ -79,7 +83,7 @@ class Worker:
 
     def __init__(
         self,
-        store: WorkStore,
+        store: Store,
         router: Router,
         policies: PolicyFor,
         *,
@@ -299,22 +303,20 @@ class Worker:
             self._lease_lost(claim)
         except asyncio.CancelledError:
             raise
+        except Deferred as deferral:
+            await self._deferred(claim, deferral)
         except Exception as exc:
             await self._failed(claim, exc)
         else:
             self._done(claim)
 
     async def _run_workflow(self, claim: Claim) -> None:
+        """Run the steps not yet finished; the last one is recorded with ``complete`` (one
+        transaction, one commit), the others each with ``record_step``."""
         workflow = self._router.route(claim.vendor, claim.type, claim.source)
         steps = workflow.steps if workflow is not None else ()
-        done: Collection[str] = ()
-        if steps:
-            done = (
-                claim.finished
-                if claim.finished is not None
-                else await self._store.finished_steps(claim.pk)
-            )
-        remaining = [step for step in steps if step.name not in done]
+        remaining = [step for step in steps if step.name not in claim.finished]
+        last: StepRecord | None = None
         if remaining:
             item = work_item(claim)
             stateful = workflow is not None and workflow.stateful
@@ -322,14 +324,17 @@ class Worker:
                 await self._store.subject_data(claim.subject) if stateful else {}
             )
             for step in remaining:
+                if last is not None:
+                    await self._store.record_step(
+                        claim.pk, self.owner, last.name, last.outcome, last.detail,
+                        last.timeline, data=last.data, review=last.review,
+                    )  # fmt: skip
                 result = await self._run_step(step, item, state)
-                await self._store.record_step(
-                    claim.pk, self.owner, step.name, result.outcome, result.detail,
-                    result.timeline, data=result.state, review=result.review,
-                )  # fmt: skip
+                last = StepRecord(step.name, result.outcome, result.detail, result.timeline,
+                                  result.state, result.review)  # fmt: skip
                 if result.state is not None:
                     state = result.state
-        await self._store.complete(claim.pk, self.owner)
+        await self._store.complete(claim.pk, self.owner, last)
 
     async def _run_step(self, step: Step, item: WorkItem, state: Mapping[str, Any]) -> StepResult:
         started = time.perf_counter()
@@ -363,6 +368,21 @@ class Worker:
         self.metrics.finished(claim.source, status)
         log = _log.warning if status == "dead" else _log.info
         log("worker.event_failed", **_ids(claim), status=status, error_class=failure.error_class)
+
+    async def _deferred(self, claim: Claim, deferral: Deferred) -> None:
+        """A step's planned wait: give the event back due at ``until``; not a failure."""
+        until = deferral.until
+        self._due = until if self._due is None else min(self._due, until)
+        try:
+            await self._store.defer(claim.pk, self.owner, until)
+        except LeaseLost:
+            self._lease_lost(claim)
+            return
+        except StorageError as err:
+            _log.warning("worker.defer_unrecorded", **_ids(claim), error_class=type(err).__name__)
+            return
+        self.metrics.finished(claim.source, "deferred")
+        _log.info("worker.event_deferred", **_ids(claim), until=until.isoformat())
 
     def _done(self, claim: Claim) -> None:
         latency = (self._clock() - claim.received_at).total_seconds()

@@ -1,4 +1,5 @@
-"""Retention: drop payloads past each source's ``retention_days`` and old dedup keys, on a timer.
+"""Retention: drop payloads past each source's ``retention_days``, old dedup keys and request-log
+rows past their ``request_retention_days``, on a timer.
 
 PHI minimisation: a payload is kept only as long as its source's retention says; the event's
 metadata (ids, type, subject, status, steps, attempts) stays, so the history remains readable
@@ -13,24 +14,27 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from carehook.errors import StorageError
-from carehook.inbox.work import PurgeCounts, WorkStore
+from carehook.inbox.port import Store
+from carehook.inbox.work import PurgeCounts
 from carehook.observability import get_logger
 
 _log = get_logger("carehook.purge")
 
 
 class Purger:
-    """Runs ``WorkStore.purge`` with each source's retention, once or every ``interval``."""
+    """Runs ``Store.purge`` with each source's retention, once or every ``interval``."""
 
     def __init__(
         self,
-        store: WorkStore,
+        store: Store,
         retention_days: Mapping[str, int],
         *,
         default_retention_days: int,
         dedup_days: int,
         interval_seconds: float,
         clock: Callable[[], datetime],
+        request_retention_days: Mapping[str, int] | None = None,
+        default_request_retention_days: int | None = None,
     ) -> None:
         self._store = store
         self._retention = dict(retention_days)
@@ -38,13 +42,17 @@ class Purger:
         self._dedup_days = dedup_days
         self._interval = interval_seconds
         self._clock = clock
+        self._requests = dict(request_retention_days or {})
+        self._default_requests = default_request_retention_days
 
     async def once(self) -> PurgeCounts:
         """Purge now; returns what went."""
         counts = await self._store.purge(
-            self._clock(), self._retention, self._default, self._dedup_days
-        )
-        _log.info("purge.done", count=counts.payloads + counts.dedup_keys)
+            self._clock(), self._retention, self._default, self._dedup_days,
+            self._requests or None, self._default_requests,
+        )  # fmt: skip
+        _log.info("purge.done", count=counts.payloads + counts.dedup_keys,
+                  requests=counts.requests)  # fmt: skip
         return counts
 
     async def run(self, stop: asyncio.Event) -> None:

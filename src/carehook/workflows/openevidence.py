@@ -32,8 +32,9 @@ are the consult's working data (encrypted at rest). Interpretations:
 - **query.failed**: carehook cannot run the query again itself, so "retry" means: ops are
   alerted at once, and when ``received_at + retry_after`` has passed the failure is re-delivered
   to the ``requester`` destination (``action: "retry"``), whose service re-submits. Until then
-  the ``retry.requester`` step raises ``RetryableError(retry_after=<seconds left>)`` and the
-  worker runs it again at that time (the earlier steps are not re-run).
+  the ``retry.requester`` step raises ``Deferred(until=received_at + retry_after)`` and the
+  worker gives the event back due at that time: a planned wait, no attempt used, never
+  dead-lettered however long ``retry_after`` is (the earlier steps are not re-run).
 - **Revisions**: compared in natural order (runs of digits as numbers: ``10 > 9``,
   ``r10 > r2``). A revision equal to the newest seen is not sent again.
 - **Citations**: a retracted citation is never indexed again; an ``added`` after it is ignored.
@@ -52,7 +53,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from carehook.errors import RetryableError
+from carehook.errors import Deferred
 from carehook.vendors.openevidence import (
     ApiKeyExpiring,
     CitationEvent,
@@ -336,9 +337,9 @@ async def redeliver_failure(services: Services, ctx: StepContext) -> StepResult:
     data = payload_model(ctx.item, QueryFailed, "data")
     due = ctx.item.received_at + timedelta(seconds=data.retry_after or 0)
     left = (due - ctx.now).total_seconds()
-    if left > 0:
-        raise RetryableError(f"query {data.query_id}: re-delivery to {REQUESTER} due in "
-                             f"{math.ceil(left)}s (retry_after)", retry_after=left)  # fmt: skip
+    if left > 0:  # a planned wait, not a failure: no attempt used, never dead-lettered
+        raise Deferred(due, f"query {data.query_id}: re-delivery to {REQUESTER} due in "
+                            f"{math.ceil(left)}s (retry_after)")  # fmt: skip
     body = _body(ctx.item, "retry", retry_after=data.retry_after)
     result = await deliver(services, ctx.item, REQUESTER, body)
     return dataclasses.replace(result, timeline=_timeline(ctx, "retry_requested", result.detail))

@@ -1,0 +1,418 @@
+"""PostgreSQL's side of the one inbox: for more than one process or machine.
+
+The shared statements (``?`` placeholders, rewritten to psycopg's ``%s`` once per statement)
+run on a small pool of our own: threads, each borrowing a connection for one transaction
+(``write``/``read``). Our own because an outage must be answered at once and the return of the
+database noticed at once: a borrow that finds no idle connection connects on the spot (refused
+at once while the server is down), a connection found dead before COMMIT was sent is dropped
+with every idle one (they died with it) and the transaction retried once on a fresh one, and a
+borrow waits at most ``timeout`` for a free slot. Nothing backs off: the first request after
+the restart reconnects.
+
+What truly differs from SQLite: a claim locks its candidates ``FOR UPDATE SKIP LOCKED`` and
+takes a transaction-scoped advisory lock per subject (``locked``): the row lock keeps two
+claims off one event; the advisory lock serialises the claims of one subject, and the claim's
+UPDATE re-checks the head-of-subject rule with a fresh snapshot taken after the lock was
+granted (PostgreSQL makes a transaction visible before it releases its locks), so two events
+of one subject never run at once even when a replay or a late insert changes the head between
+two claims' snapshots. New work is announced with ``pg_notify`` at COMMIT (``wake``) and heard
+on a LISTEN connection (``wait_for_work``). Ingest is group-committed on the event loop: up to
+``flushers`` tasks each write what is queued in one transaction (``unnest`` inserts, events
+sorted by key so concurrent batches lock the unique index in one order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg import conninfo as pq_conninfo
+
+from carehook.errors import (
+    CarehookError,
+    ConfigError,
+    StorageError,
+    StorageUnavailable,
+    UnstorableValue,
+)
+from carehook.inbox import _common as c
+from carehook.inbox import migrate
+from carehook.inbox._signal import WorkSignal
+from carehook.inbox.port import OUTCOME_DUPLICATE
+
+T = TypeVar("T")
+
+#: the LISTEN/NOTIFY channel of "there may be work"
+CHANNEL: Final = "carehook_work"
+#: first key of our advisory locks ("care"), the second is the subject's hash
+_LOCK_SPACE: Final = 0x63617265
+_OUTCOME: Final = 5  # position of ``outcome`` in a request-log row
+
+_INSERT_EVENTS: Final = """
+INSERT INTO events (source, vendor, event_id, type, subject, occurred_at, received_at, payload,
+                    secret_index, status, attempts, next_attempt_at)
+SELECT u.source, u.vendor, u.event_id, u.etype, u.subject, u.occurred_at, u.received_at,
+       u.payload, u.secret_index, u.status, 0, u.next_attempt_at
+FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],
+            ?::timestamptz[], ?::bytea[], ?::int4[], ?::text[], ?::timestamptz[])
+  AS u(source, vendor, event_id, etype, subject, occurred_at, received_at, payload,
+       secret_index, status, next_attempt_at)
+ON CONFLICT (source, event_id) DO NOTHING
+RETURNING source, event_id, status = 'pending'
+"""
+_INSERT_REQUESTS: Final = """
+INSERT INTO requests (source, received_at, remote_addr, size, status, outcome, cause, event_id)
+SELECT * FROM unnest(?::text[], ?::timestamptz[], ?::text[], ?::int4[], ?::int4[],
+                     ?::text[], ?::text[], ?::text[])
+"""
+
+
+@functools.cache
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _Tx:
+    """The shared statements' view of a psycopg connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(_pg(sql), params).fetchall()
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(_pg(sql), params).fetchone()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(_pg(sql), params).rowcount
+
+    def many(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg(sql), seq)
+
+
+def translate(exc: BaseException) -> CarehookError:
+    """Our error for a driver (or unexpected) exception; the caller raises it ``from exc``."""
+    if isinstance(exc, UnicodeEncodeError):
+        return UnstorableValue("a text field is not valid UTF-8 (a lone surrogate)")
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.DataError) or sqlstate.startswith("22"):
+        return UnstorableValue(f"a value the database refuses ({sqlstate or 'data error'})")
+    what = f"postgres: {type(exc).__name__}" + (f" ({sqlstate})" if sqlstate else "")
+    # OperationalError covers lost connections, lock timeouts, disk full, serialization
+    # failures and deadlocks: all worth a retry by the sender
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        return StorageUnavailable(what)
+    return StorageError(what)
+
+
+@dataclass(slots=True)
+class _Op:
+    """One queued ingest write."""
+
+    event: tuple[Any, ...] | None
+    request: tuple[Any, ...]
+    future: asyncio.Future[Any]
+
+
+class PostgresDialect:
+    """How the one inbox runs on PostgreSQL."""
+
+    name: Final = "postgres"
+    hints: Final = {"active": "", "due": "", "running": ""}
+    greatest: Final = "GREATEST"
+    share: Final = " FOR SHARE"  # a fenced step holds the event's row until COMMIT
+    ts = staticmethod(c.as_utc)
+
+    def __init__(
+        self, url: str, *, auto_migrate: bool = False, max_size: int = 10, flushers: int = 4,
+        batch_cap: int = 512, timeout: float = 1.0, lock_timeout: float = 5.0,
+    ) -> None:  # fmt: skip
+        self.url = url
+        self._conninfo = _conninfo(c.libpq_url(url), lock_timeout)
+        self._auto_migrate = auto_migrate
+        self._size = max(max_size, flushers + 1)
+        self._flushers = flushers
+        self._batch_cap = batch_cap
+        self._timeout = timeout
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self._size)
+        self._threads: ThreadPoolExecutor | None = None
+        self._queue: asyncio.Queue[_Op] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._signal: WorkSignal | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening: asyncio.Event | None = None
+        #: committed group-commit transactions since open (instrumentation)
+        self.commits = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self, signal: WorkSignal) -> None:
+        """Migrate (if asked) or check the schema, connect, start the flushers."""
+        if self._threads is not None:
+            return
+        if self._auto_migrate:
+            await asyncio.to_thread(migrate.upgrade, self.url)
+        elif not await asyncio.to_thread(migrate.is_current, self.url):
+            raise ConfigError("database schema is not current: run `carehook db upgrade`")
+        self._signal = signal
+        self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="carehook-pg")
+        self._queue = asyncio.Queue()
+        self._tasks = [
+            asyncio.create_task(self._flusher(), name=f"carehook-pg-flusher-{i}")
+            for i in range(self._flushers)
+        ]
+        try:
+            await self.read(lambda tx: tx.row("SELECT 1"))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the flushers and the listener, disconnect."""
+        queue, tasks, threads = self._queue, self._tasks, self._threads
+        self._closing = True  # refuse new writes; those already queued still commit
+        try:
+            await self._stop_listener()
+            if queue is not None:
+                await queue.join()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if threads is not None:
+                await asyncio.to_thread(threads.shutdown, True)
+            with self._lock:
+                idle, self._idle = self._idle, []
+            for conn in idle:
+                conn.close()
+        finally:
+            self._threads, self._queue, self._tasks = None, None, []
+            self._closing = False
+
+    # -- running statements ------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)`` in one transaction on a pooled connection, committed on return."""
+        threads = self._threads
+        if threads is None:
+            raise StorageUnavailable("the PostgreSQL inbox is not open")
+        return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
+
+    read = write
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        if not self._slots.acquire(timeout=self._timeout):
+            raise StorageUnavailable("postgres: no free connection in time")
+        try:
+            for retry in (False, True):
+                conn = self._borrow()
+                committing = False
+                try:
+                    result = fn(_Tx(conn))
+                    committing = True
+                    conn.commit()
+                except BaseException as exc:
+                    self._give_back(conn)
+                    if isinstance(exc, CarehookError):
+                        raise
+                    dead = isinstance(exc, psycopg.OperationalError) and conn.broken
+                    if dead and not committing and not retry:
+                        self._drop_idle()  # they died with it; COMMIT was never sent: retry
+                        continue
+                    raise translate(exc) from exc
+                self._give_back(conn)
+                return result
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._slots.release()
+
+    def _borrow(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return psycopg.connect(self._conninfo)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        if not conn.broken and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()  # a no-op after COMMIT; ends a failed transaction
+                with self._lock:
+                    self._idle.append(conn)
+                return
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    # -- ingest (group commit) ---------------------------------------------------------------
+
+    async def ingest(self, event: tuple[Any, ...] | None, request: tuple[Any, ...]) -> Any:
+        """Write an event (or None) and its request-log row in the next group commit; for an
+        event, whether it was new."""
+        queue = self._queue
+        if queue is None or self._closing:
+            raise StorageUnavailable("the PostgreSQL inbox is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Op(event, request, fut))
+        return await fut
+
+    async def _flusher(self) -> None:
+        """Take everything queued (up to the cap) and commit it as one transaction, forever."""
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self._batch_cap and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        try:
+            results = await self.write(functools.partial(_insert_batch, batch))
+        except Exception as exc:  # every future must resolve, whatever went wrong
+            if isinstance(exc, StorageUnavailable) or len(batch) == 1:
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(type(exc)(*exc.args))
+            else:
+                for op in batch:  # isolate the one bad operation from its neighbours
+                    await self._commit([op])
+            return
+        self.commits += 1
+        for op, result in zip(batch, results, strict=True):
+            if not op.future.done():  # a cancelled caller's row is committed all the same
+                op.future.set_result(result)
+
+    # -- what differs from SQLite ------------------------------------------------------------
+
+    @staticmethod
+    def locked(sql: str) -> str:
+        """A claim's candidate query (``id, subject`` rows) with its row and subject locks."""
+        return (
+            f"WITH cand AS MATERIALIZED ({sql} FOR UPDATE OF e SKIP LOCKED) SELECT id, subject"  # noqa: S608
+            f" FROM cand WHERE pg_try_advisory_xact_lock({_LOCK_SPACE}, hashtext(subject))"
+            " ORDER BY id"
+        )
+
+    @staticmethod
+    def wake(tx: Any) -> None:
+        """Tell every listening process (at COMMIT) that there may be work."""
+        tx.row(f"SELECT pg_notify('{CHANNEL}', '')")
+
+    async def wait_for_work(self, signal: WorkSignal, timeout: float) -> None:  # noqa: ASYNC109
+        """Return on a NOTIFY on :data:`CHANNEL` (from any process), or after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        listening = self._start_listener()
+        if not listening.is_set():  # the first wait: do not miss what comes before LISTEN
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listening.wait(), timeout)
+        await signal.wait(deadline - loop.time())
+
+    def _start_listener(self) -> asyncio.Event:
+        if self._listening is None:
+            self._listening = asyncio.Event()
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="carehook-pg-listen")
+        return self._listening
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; turn its notifications into the in-process signal;
+        reconnect after a failure at most 0.5 s later (the waits poll meanwhile)."""
+        assert self._listening is not None
+        assert self._signal is not None
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    self._signal.notify()  # whatever was sent while nobody listened
+                    async for _note in conn.notifies():
+                        self._signal.notify()
+            except (psycopg.Error, OSError):
+                pass
+            await asyncio.sleep(0.5)
+
+    async def _stop_listener(self) -> None:
+        task, self._listener, self._listening = self._listener, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _insert_batch(batch: list[_Op], tx: _Tx) -> list[Any]:
+    """Write a batch's events (the first delivery of each key) and request-log rows; one
+    result per operation: whether its event was new (None for a bare request-log row)."""
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for op in batch:
+        if op.event is not None:
+            rows.setdefault((op.event[0], op.event[2]), op.event)
+    inserted: set[tuple[str, str]] = set()
+    wake = False
+    if rows:
+        ordered = [rows[key] for key in sorted(rows)]  # one lock order for every flusher
+        for source, event_id, pending in tx.rows(_INSERT_EVENTS, _columns(ordered)):
+            inserted.add((source, event_id))
+            wake = wake or pending
+    seen: set[tuple[str, str]] = set()
+    results: list[Any] = []
+    requests: list[tuple[Any, ...]] = []
+    for op in batch:
+        req = op.request
+        if op.event is None:
+            results.append(None)
+        else:
+            key = (op.event[0], op.event[2])
+            new = key in inserted and key not in seen  # the first of a batch wins
+            seen.add(key)
+            results.append(new)
+            if not new:
+                req = (*req[:_OUTCOME], OUTCOME_DUPLICATE, *req[_OUTCOME + 1 :])
+        requests.append(req)
+    tx.run(_INSERT_REQUESTS, _columns(requests))
+    if wake:
+        PostgresDialect.wake(tx)
+    return results
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+def _conninfo(url: str, lock_timeout: float) -> str:
+    """The URL plus our session settings, keeping any ``options`` the operator gave."""
+    params = pq_conninfo.conninfo_to_dict(url)
+    # a request must not hang behind a lock: after lock_timeout it gets a 503 and retries later
+    ours = f"-c lock_timeout={int(lock_timeout * 1000)} -c timezone=UTC"
+    options = f"{params['options']} {ours}" if params.get("options") else ours
+    extra: dict[str, Any] = {"options": options}
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = 2  # libpq's minimum
+    return pq_conninfo.make_conninfo(url, **extra)
