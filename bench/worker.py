@@ -4,7 +4,9 @@
    subjects), then worker processes (1 on SQLite; 1 and 2 on PostgreSQL) run a workflow of one
    no-op step until every event is done. events/s = N / (last attempt finished - first started),
    read from the attempts table, so process start-up is not counted.
-2. Latency: ``carehook serve`` (SQLite, in-process worker, the default record step) receives
+2. Claim cost against the backlog: with 1,000 and with 100,000 events waiting, the median time
+   of a claim of 16 events (SQLite and PostgreSQL).
+3. Latency: ``carehook serve`` (SQLite, in-process worker, the default record step) receives
    pre-signed Abridge events at a fixed arrival rate (open loop); receive-to-done per event is
    the done attempt's finish time minus the event's receipt time, from the database.
 
@@ -12,6 +14,7 @@ Prints the figures next to the goals of the worker issue. Not a test: it asserts
 
     .venv/bin/python bench/worker.py [--events 20000] [--rate 500] [--seconds 10]
                                      [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+                                     [--skip throughput,claim,latency]
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ from carehook.workflows import Router, Step, StepContext, StepResult, Workflow
 
 BIN = Path(sys.executable).parent
 GOALS = {
-    "sqlite": ">= 2,000 events/s",
-    "pg_scaling": ">= 1.6x from 1 to 2 PostgreSQL worker processes",
+    "sqlite": ">= 3,000 events/s",
+    "pg_one": ">= 1,000 events/s",
+    "pg_scaling": ">= 1.5x from 1 to 2 PostgreSQL worker processes",
+    "claim": "claim time with 100,000 waiting within 2x of with 1,000 waiting",
     "latency": "receive-to-done p99 <= 250 ms at 500 events/s",
 }
 
@@ -145,6 +150,49 @@ def sqlite_throughput(work: Path, n: int, concurrency: int) -> float:
 
 def pg_throughput(admin_url: str, n: int, processes: int, concurrency: int) -> float:
     """events/s of ``processes`` worker processes on a fresh PostgreSQL database."""
+    return _with_pg_database(
+        admin_url, lambda url, query: _throughput(url, query, n, processes, concurrency)
+    )
+
+
+# -- claim cost against the backlog ------------------------------------------------------------
+
+
+def claim_cost(url: str, waiting: int, claims: int = 30, batch: int = 16) -> float:
+    """Median ms of a claim of ``batch`` events with ``waiting`` events waiting."""
+    keys = new_key_spec("bench")
+    asyncio.run(_preload(url, keys, waiting, subjects=waiting))
+
+    async def measure() -> float:
+        store: Any = open_store(url, parse_key_spec(keys), auto_migrate=False)
+        await store.open()
+        try:
+            times = []
+            for _ in range(claims):
+                started = time.perf_counter()
+                got = await store.claim("bench:1:x", batch, 300.0)
+                times.append((time.perf_counter() - started) * 1000)
+                assert len(got) == batch
+            return statistics.median(times)
+        finally:
+            await store.close()
+
+    return asyncio.run(measure())
+
+
+def sqlite_claim_cost(work: Path, waiting: int) -> float:
+    """:func:`claim_cost` on a fresh SQLite file."""
+    url = f"sqlite:///{work / f'claim-{uuid.uuid4().hex[:6]}.db'}"
+    migrate.upgrade(url)
+    return claim_cost(url, waiting)
+
+
+def pg_claim_cost(admin_url: str, waiting: int) -> float:
+    """:func:`claim_cost` on a fresh PostgreSQL database."""
+    return _with_pg_database(admin_url, lambda url, _query: claim_cost(url, waiting))
+
+
+def _with_pg_database(admin_url: str, run: Callable[[str, Callable[[str], Any]], float]) -> float:
     name = f"carehook_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -156,7 +204,7 @@ def pg_throughput(admin_url: str, n: int, processes: int, concurrency: int) -> f
             with psycopg.connect(url) as conn:
                 return conn.execute(sql).fetchone()
 
-        return _throughput(url, query, n, processes, concurrency)
+        return run(url, query)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -260,25 +308,46 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="an admin URL of the PostgreSQL server ('' to skip)")
+    parser.add_argument("--skip", default="", help="comma-separated: throughput,claim,latency")
     args = parser.parse_args()
     configure_logging("warning", json=True)
     work = Path(tempfile.mkdtemp(prefix="carehook-bench-worker-"))
     print(f"worker benchmark: {args.events} events, concurrency {args.concurrency} per process, "
           f"{os.cpu_count()} cores", flush=True)
+    skip = set(args.skip.split(",")) if args.skip else set()
+    if "throughput" not in skip:
+        _throughputs(work, args)
+    if "claim" not in skip:
+        _claim_costs(work, args.pg)
+    if "latency" not in skip:
+        p50, p99, count, failures = serve_latency(work, args.rate, args.seconds)
+        print(f"serve (SQLite) at {args.rate:.0f}/s for {args.seconds:.0f} s: {count} events, "
+              f"receive-to-done p50 {p50:.1f} ms  p99 {p99:.1f} ms   goal {GOALS['latency']}"
+              + (f"   ({failures} sends failed)" if failures else ""), flush=True)
+
+
+def _throughputs(work: Path, args: argparse.Namespace) -> None:
     sqlite = sqlite_throughput(work, args.events, args.concurrency)
     print(f"SQLite, 1 worker process     {sqlite:>8.0f} events/s   goal {GOALS['sqlite']}",
           flush=True)
     if args.pg:
         one = pg_throughput(args.pg, args.events, 1, args.concurrency)
-        print(f"PostgreSQL, 1 worker process {one:>8.0f} events/s", flush=True)
+        print(f"PostgreSQL, 1 worker process {one:>8.0f} events/s   goal {GOALS['pg_one']}",
+              flush=True)
         two = pg_throughput(args.pg, args.events, 2, args.concurrency)
         print(f"PostgreSQL, 2 worker procs   {two:>8.0f} events/s   = {two / one:.2f}x   "
               f"goal {GOALS['pg_scaling']}", flush=True)
-    p50, p99, count, failures = serve_latency(work, args.rate, args.seconds)
-    print(f"serve (SQLite) at {args.rate:.0f}/s for {args.seconds:.0f} s: {count} events, "
-          f"receive-to-done p50 {p50:.1f} ms  p99 {p99:.1f} ms   goal {GOALS['latency']}"
-          + (f"   ({failures} sends failed)" if failures else ""), flush=True)
 
+
+def _claim_costs(work: Path, pg: str) -> None:
+    runs: list[tuple[str, Callable[[int], float]]] = [
+        ("SQLite", lambda n: sqlite_claim_cost(work, n))]
+    if pg:
+        runs.append(("PostgreSQL", lambda n: pg_claim_cost(pg, n)))
+    for name, cost in runs:
+        small, large = cost(1_000), cost(100_000)
+        print(f"{name} claim of 16: {small:.2f} ms with 1,000 waiting, {large:.2f} ms with "
+              f"100,000 waiting = {large / small:.2f}x   goal {GOALS['claim']}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -100,7 +100,7 @@ async def _sqlite_outage(path: Path) -> AsyncIterator[None]:
 async def _postgres_outage(url: str) -> AsyncIterator[None]:
     # another session holds the tables longer than the store's lock_timeout
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        await conn.execute("LOCK TABLE events, requests, audit IN ACCESS EXCLUSIVE MODE")
+        await conn.execute("LOCK TABLE events, requests, audit, probe IN ACCESS EXCLUSIVE MODE")
         try:
             yield
         finally:

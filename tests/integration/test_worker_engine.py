@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -451,12 +452,15 @@ async def test_heartbeat_finding_the_lease_gone_abandons_the_event(
     assert [a.outcome for a in await store.list_attempts(pk)] == ["expired", "done"]
 
 
-async def test_worker_rides_out_a_storage_outage(keyring: KeyRing) -> None:
+async def test_worker_rides_out_a_storage_outage(keyring: KeyRing, tmp_path: Path) -> None:
     """Claims failing while the store is down are retried; work resumes when it is back."""
-    clock = FakeClock()
-    store = InMemoryInbox(keyring, clock=clock)
-    pk = await deliver(store, clock, "abridge:session:a", 1)  # type: ignore[arg-type]
-    store.unavailable = True
+    clock = FakeClock(datetime.now(UTC))
+    path = tmp_path / "carehook.db"
+    store = open_store(f"sqlite:///{path}", keyring, clock=clock, busy_timeout=0.05)
+    await store.open()
+    pk = await deliver(store, clock, "abridge:session:a", 1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock: the store cannot commit
     failures = 0
     claim = store.claim
 
@@ -466,7 +470,8 @@ async def test_worker_rides_out_a_storage_outage(keyring: KeyRing) -> None:
             return await claim(owner, limit, lease)
         except Exception:
             failures += 1
-            store.unavailable = failures < 3  # back after the third failed claim
+            if failures == 3:  # back after the third failed claim
+                blocker.execute("ROLLBACK")
             raise
 
     store.claim = flaky_claim  # type: ignore[method-assign]
@@ -476,12 +481,16 @@ async def test_worker_rides_out_a_storage_outage(keyring: KeyRing) -> None:
         done.set()
         return StepResult()
 
-    w = worker(store, Router({}, fallback=Workflow("s", (Step("s", step),))), clock,  # type: ignore[arg-type]
-               poll_seconds=0.01)
+    w = worker(store, Router({}, fallback=Workflow("s", (Step("s", step),))), clock,
+               poll_seconds=0.01)  # fmt: skip
     stop = asyncio.Event()
     running = asyncio.create_task(w.run(stop))
-    await asyncio.wait_for(done.wait(), 10)
-    stop.set()
-    await asyncio.wait_for(running, 10)
-    assert failures == 3
-    assert (await store.get_event(pk)).status == "done"  # type: ignore[union-attr]
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+        assert failures == 3
+        assert (await store.get_event(pk)).status == "done"  # type: ignore[union-attr]
+    finally:
+        blocker.close()
+        await store.close()
