@@ -18,7 +18,9 @@ of one subject never run at once even when a replay or a late insert changes the
 two claims' snapshots. New work is announced with ``pg_notify`` at COMMIT (``wake``) and heard
 on a LISTEN connection (``wait_for_work``). Ingest is group-committed on the event loop: up to
 ``flushers`` tasks each write what is queued in one transaction (``unnest`` inserts, events
-sorted by key so concurrent batches lock the unique index in one order).
+sorted by key so concurrent batches lock the unique index in one order). Worker writes are
+group-committed the same way (``write``: up to 64 calls per transaction, as in SQLite's writer),
+so a worker pays a fraction of a COMMIT per event.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ CHANNEL: Final = "carehook_work"
 #: first key of our advisory locks ("care"), the second is the subject's hash
 _LOCK_SPACE: Final = 0x63617265
 _OUTCOME: Final = 5  # position of ``outcome`` in a request-log row
+_CALL_CAP: Final = 64  # worker calls sharing one transaction
 
 _INSERT_EVENTS: Final = """
 INSERT INTO events (source, vendor, event_id, type, subject, occurred_at, received_at, payload,
@@ -141,7 +144,7 @@ class PostgresDialect:
         self.url = url
         self._conninfo = _conninfo(c.libpq_url(url), lock_timeout)
         self._auto_migrate = auto_migrate
-        self._size = max(max_size, flushers + 1)
+        self._size = max(max_size, 2 * flushers + 2)
         self._flushers = flushers
         self._batch_cap = batch_cap
         self._timeout = timeout
@@ -150,6 +153,7 @@ class PostgresDialect:
         self._slots = threading.BoundedSemaphore(self._size)
         self._threads: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[_Op] | None = None
+        self._calls: asyncio.Queue[tuple[Callable[[Any], Any], asyncio.Future[Any]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._signal: WorkSignal | None = None
@@ -171,8 +175,12 @@ class PostgresDialect:
         self._signal = signal
         self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="carehook-pg")
         self._queue = asyncio.Queue()
+        self._calls = asyncio.Queue()
         self._tasks = [
             asyncio.create_task(self._flusher(), name=f"carehook-pg-flusher-{i}")
+            for i in range(self._flushers)
+        ] + [
+            asyncio.create_task(self._call_flusher(), name=f"carehook-pg-calls-{i}")
             for i in range(self._flushers)
         ]
         try:
@@ -183,12 +191,14 @@ class PostgresDialect:
 
     async def close(self) -> None:
         """Commit what is queued, stop the flushers and the listener, disconnect."""
-        queue, tasks, threads = self._queue, self._tasks, self._threads
+        queue, calls, tasks, threads = self._queue, self._calls, self._tasks, self._threads
         self._closing = True  # refuse new writes; those already queued still commit
         try:
             await self._stop_listener()
             if queue is not None:
                 await queue.join()
+            if calls is not None:
+                await calls.join()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -199,19 +209,63 @@ class PostgresDialect:
             for conn in idle:
                 conn.close()
         finally:
-            self._threads, self._queue, self._tasks = None, None, []
+            self._threads, self._queue, self._calls, self._tasks = None, None, None, []
             self._closing = False
 
     # -- running statements ------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(tx)`` in one transaction on a pooled connection, committed on return."""
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)`` in a transaction of its own on a pooled connection."""
         threads = self._threads
         if threads is None:
             raise StorageUnavailable("the PostgreSQL inbox is not open")
         return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
 
-    read = write
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)`` in the next calls' transaction (group commit, as on SQLite: ``fn``
+        raises our errors only before it writes; a driver error retries each call alone)."""
+        calls = self._calls
+        if calls is None:
+            raise StorageUnavailable("the PostgreSQL inbox is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        calls.put_nowait((fn, fut))
+        result: T = await fut
+        return result
+
+    async def _call_flusher(self) -> None:
+        assert self._calls is not None
+        calls = self._calls
+        while True:
+            batch = [await calls.get()]
+            while len(batch) < _CALL_CAP and not calls.empty():
+                batch.append(calls.get_nowait())
+            try:
+                await self._run_calls(batch)
+            finally:
+                for _ in batch:
+                    calls.task_done()
+
+    async def _run_calls(
+        self, batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            outcomes = await self.read(functools.partial(_each, [fn for fn, _ in batch]))
+        except Exception as exc:  # every future must resolve, whatever went wrong
+            if isinstance(exc, StorageUnavailable) or len(batch) == 1:
+                for _fn, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(type(exc)(*exc.args))
+            else:
+                for op in batch:  # isolate the one bad call from its neighbours
+                    await self._run_calls([op])
+            return
+        for (_fn, fut), (value, error) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(error)
 
     def _run(self, fn: Callable[[Any], T]) -> T:
         if not self._slots.acquire(timeout=self._timeout):
@@ -293,7 +347,7 @@ class PostgresDialect:
 
     async def _commit(self, batch: list[_Op]) -> None:
         try:
-            results = await self.write(functools.partial(_insert_batch, batch))
+            results = await self.read(functools.partial(_insert_batch, batch))
         except Exception as exc:  # every future must resolve, whatever went wrong
             if isinstance(exc, StorageUnavailable) or len(batch) == 1:
                 for op in batch:
@@ -365,6 +419,17 @@ class PostgresDialect:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _each(fns: list[Callable[[Any], Any]], tx: _Tx) -> list[tuple[Any, BaseException | None]]:
+    """Run each call in the one transaction; our errors (raised before writing) are its own."""
+    out: list[tuple[Any, BaseException | None]] = []
+    for fn in fns:
+        try:
+            out.append((fn(tx), None))
+        except CarehookError as exc:
+            out.append((None, exc))
+    return out
 
 
 def _insert_batch(batch: list[_Op], tx: _Tx) -> list[Any]:
