@@ -23,7 +23,7 @@ import structlog
 from carehook.bootstrap import Store
 from carehook.crypto import KeyRing
 from carehook.envelope import Envelope, RequestRecord
-from carehook.errors import PermanentError, RetryableError
+from carehook.errors import Deferred, PermanentError, RetryableError
 from carehook.inbox import open_store
 from carehook.inbox.work import ReplayFilter
 from carehook.testing import FakeClock
@@ -494,3 +494,35 @@ async def test_worker_rides_out_a_storage_outage(keyring: KeyRing, tmp_path: Pat
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_a_deferral_waits_without_using_attempts_and_is_never_dead_lettered(
+    store: Store, clock: FakeClock
+) -> None:
+    """A step deferring far beyond the back-off cap (as OpenEvidence's ``query.failed`` retry
+    does) with one attempt allowed: the event waits, is not dead, and runs when due."""
+    pk = await deliver(store, clock, "openevidence:query:q1", 1)
+    runs: list[datetime] = []
+    due = clock() + timedelta(hours=6)  # FAST caps back-off at 60 s
+
+    async def wait_out(ctx: StepContext) -> StepResult:
+        runs.append(ctx.now)
+        if ctx.now < due:
+            raise Deferred(due, "re-delivery due later (retry_after)")
+        return StepResult(outcome="ok")
+
+    router = Router({}, fallback=Workflow("oe", (Step("retry.requester", wait_out),)))
+    policy = RetryPolicy(base_seconds=5.0, cap_seconds=60.0, max_attempts=1)
+    w = Worker(store, router, lambda _s: policy, clock=clock, rng=random.Random(7))
+    await w.drain()
+    row = await store.get_event(pk)
+    assert row is not None
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, due)
+    assert w.metrics.events.labels("abridge", "deferred")._value.get() == 1
+    clock.advance(6 * 3600 + 1)
+    await w.drain()
+    row = await store.get_event(pk)
+    assert row is not None
+    assert (row.status, row.attempts) == ("done", 1)
+    assert [a.outcome for a in await store.list_attempts(pk)] == ["deferred", "done"]
+    assert len(runs) == 2
