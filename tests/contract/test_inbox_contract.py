@@ -16,17 +16,17 @@ from carehook.inbox.port import (
     OUTCOME_DUPLICATE,
     EventFilter,
     EventRow,
-    InboxStore,
+    Store,
 )
 
 MakeEnvelope = Callable[..., Envelope]
 MakeRecord = Callable[..., RequestRecord]
-Outage = Callable[[InboxStore], AbstractAsyncContextManager[None]]
-RawStorage = Callable[[InboxStore], Awaitable[bytes]]
+Outage = Callable[[Store], AbstractAsyncContextManager[None]]
+RawStorage = Callable[[Store], Awaitable[bytes]]
 
 
 async def test_new_event_is_accepted_and_a_repeat_is_a_duplicate(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """The first delivery is new, a redelivery of the same (source, event_id) is not."""
     env = make_envelope()
@@ -36,7 +36,7 @@ async def test_new_event_is_accepted_and_a_repeat_is_a_duplicate(
 
 
 async def test_same_event_id_under_another_source_is_new(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Event ids are unique per source only: two sources may reuse one."""
     first = make_envelope(source="abridge-prod", event_id="evt_same")
@@ -51,7 +51,7 @@ async def test_same_event_id_under_another_source_is_new(
 
 
 async def test_request_log_row_for_accepted_duplicate_and_rejected(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Every request leaves one row: accepted, duplicate (outcome rewritten) and rejected."""
     env = make_envelope()
@@ -73,7 +73,7 @@ async def test_request_log_row_for_accepted_duplicate_and_rejected(
 
 
 async def test_request_log_takes_the_event_id_from_the_envelope(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """A request record without an event id is logged with the accepted event's id."""
     env = make_envelope()
@@ -83,7 +83,7 @@ async def test_request_log_takes_the_event_id_from_the_envelope(
 
 
 async def test_list_requests_filters_by_source_and_limits(
-    store: InboxStore, make_record: MakeRecord
+    store: Store, make_record: MakeRecord
 ) -> None:
     """list_requests returns the newest rows of one source, up to the limit."""
     for i in range(3):
@@ -94,7 +94,7 @@ async def test_list_requests_filters_by_source_and_limits(
 
 
 async def test_concurrent_deliveries_of_one_event_store_it_once(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """20 simultaneous deliveries of one event: one row, exactly one caller told it is new."""
     env = make_envelope()
@@ -106,7 +106,7 @@ async def test_concurrent_deliveries_of_one_event_store_it_once(
 
 
 async def test_concurrent_distinct_events_all_land_sharing_commits(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """200 simultaneous new events are all stored, in fewer transactions than calls."""
     before = store.commits
@@ -120,7 +120,7 @@ async def test_concurrent_distinct_events_all_land_sharing_commits(
 
 
 async def test_list_events_filters_newest_first_with_limit(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Filters by source, status and type combine; results are newest first and limited."""
     envs = [
@@ -153,7 +153,7 @@ async def test_list_events_filters_newest_first_with_limit(
 
 
 async def test_get_event_returns_the_stored_metadata(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """get_event returns every field as given, times as aware UTC; None for an unknown id."""
     env = make_envelope(secret_index=2)
@@ -180,7 +180,7 @@ async def test_get_event_returns_the_stored_metadata(
 
 
 async def test_times_are_normalised_to_utc(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """A time with another offset comes back as the same instant in UTC, microseconds kept."""
     tz = timezone(timedelta(hours=2))
@@ -194,7 +194,7 @@ async def test_times_are_normalised_to_utc(
 
 
 async def test_unhandled_event_is_stored_as_unhandled_and_not_due(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """An event of an unknown type is kept, marked unhandled, with no next attempt."""
     env = make_envelope(type="brand.new.type", handled=False)
@@ -205,7 +205,7 @@ async def test_unhandled_event_is_stored_as_unhandled_and_not_due(
 
 
 async def test_read_payload_returns_exact_bytes_and_audits(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """The original bytes come back, and the view is audited with its actor."""
     payload = b'{"note": "caf\xc3\xa9 \\u00e9", "raw": "\x00\xff"}'
@@ -222,14 +222,14 @@ async def test_read_payload_returns_exact_bytes_and_audits(
     assert audit.at.utcoffset() == timedelta(0)
 
 
-async def test_read_payload_of_unknown_event_is_none_and_not_audited(store: InboxStore) -> None:
+async def test_read_payload_of_unknown_event_is_none_and_not_audited(store: Store) -> None:
     """No payload, no audit row."""
     assert await store.read_payload(4242, actor="admin:alice") is None
     assert await store.list_audit() == []
 
 
 async def test_list_audit_is_newest_first_and_limited(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Audit rows come newest first."""
     env = make_envelope()
@@ -241,7 +241,7 @@ async def test_list_audit_is_newest_first_and_limited(
 
 
 async def test_payload_is_not_readable_in_storage(
-    store: InboxStore,
+    store: Store,
     make_envelope: MakeEnvelope,
     make_record: MakeRecord,
     raw_storage: RawStorage,
@@ -258,7 +258,7 @@ async def test_payload_is_not_readable_in_storage(
 
 
 async def test_storage_outage_raises_unavailable_and_persists_nothing(
-    store: InboxStore,
+    store: Store,
     make_envelope: MakeEnvelope,
     make_record: MakeRecord,
     outage: Outage,
@@ -277,7 +277,7 @@ async def test_storage_outage_raises_unavailable_and_persists_nothing(
 
 
 async def test_close_commits_what_was_queued(
-    store: InboxStore, make_envelope: MakeEnvelope, make_record: MakeRecord
+    store: Store, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:
     """Calls already waiting for a commit when close() starts are committed, not dropped."""
     envs = [make_envelope() for _ in range(30)]
@@ -290,6 +290,6 @@ async def test_close_commits_what_was_queued(
     assert {r.event_id for r in rows} == {e.event_id for e in envs}
 
 
-async def test_ping_answers_when_open(store: InboxStore) -> None:
+async def test_ping_answers_when_open(store: Store) -> None:
     """An open, healthy store answers ping."""
     await store.ping()

@@ -39,10 +39,8 @@ async def test_an_undecryptable_payload_dead_letters_its_own_event_only(
     """A damaged ciphertext: its event goes dead with cause crypto; the batch's others run."""
     pks = [await _accept(work_store, make_envelope, make_record) for _ in range(3)]
     damaged = pks[1]
-    await work_store.dialect.write(
-        lambda tx: tx.run("UPDATE events SET payload = ? WHERE id = ?", [b"not a ciphertext",
-                                                                          damaged])  # fmt: skip
-    )
+    sql = "UPDATE events SET payload = ? WHERE id = ?"
+    await work_store.dialect.write(lambda tx: tx.run(sql, [b"not a ciphertext", damaged]))
     claims = await work_store.claim("h:1:a", 10, LEASE)
     assert [c.pk for c in claims] == [pks[0], pks[2]]
     assert all(c.payload is not None for c in claims)
@@ -74,8 +72,9 @@ async def test_a_request_log_row_with_unstorable_text_is_written_escaped(
     work_store: Store, make_record: MakeRecord
 ) -> None:
     """The 422 of such a request is still logged: its odd characters escaped, not refused."""
-    await work_store.log_request(make_record(status=422, outcome="rejected",
-                                             cause="id \x00 bad", event_id="evt_\ud800"))  # fmt: skip
+    record = make_record(status=422, outcome="rejected", cause="id \x00 bad",
+                         event_id="evt_\ud800")  # fmt: skip
+    await work_store.log_request(record)
     (row,) = await work_store.list_requests()
     assert (row.status, row.cause, row.event_id) == (422, "id \\x00 bad", "evt_\\ud800")
 
@@ -132,8 +131,8 @@ async def test_purge_drops_request_log_rows_past_their_retention(
 ) -> None:
     """Request-log rows go after their source's request retention, others' after the default."""
     for source, days in (("a", 10), ("a", 2), ("b", 10), ("b", 2)):
-        await work_store.log_request(make_record(source=source,
-                                                 received_at=NOW - timedelta(days=days)))  # fmt: skip
+        at = NOW - timedelta(days=days)
+        await work_store.log_request(make_record(source=source, received_at=at))
     counts = await work_store.purge(NOW, {}, 30, 30, {"a": 5}, 1)
     assert counts.requests == 3
     assert [(r.source) for r in await work_store.list_requests()] == ["a"]

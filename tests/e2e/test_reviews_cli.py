@@ -13,8 +13,9 @@ import pytest
 
 from carehook.bootstrap import build_keyring
 from carehook.envelope import Envelope, RequestRecord
-from carehook.inbox.sqlite import SqliteInbox
+from carehook.inbox import open_store
 from carehook.settings import load_settings
+from carehook.testing import FakeClock
 from carehook.workflows import ReviewRequest, TimelineEntry
 
 from .test_worker_cli import cli, cli_json
@@ -29,21 +30,11 @@ STEPS = (("e1", 0, "started", None), ("e2", 5, "quality.review", "abridge.qualit
          ("e3", 65, "done", "openevidence.review"))  # fmt: skip
 
 
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def seed(config: Path) -> None:
     """Three events of one session, each with a timeline entry; two open a review item."""
     settings = load_settings(config)
-    clock = Clock()
-    store = SqliteInbox(settings.storage_url, build_keyring(settings), clock=clock)
+    clock = FakeClock(T0)
+    store = open_store(settings.storage_url, build_keyring(settings), clock=clock)
     await store.open()
     try:
         for event_id, minutes, state, kind in STEPS:
@@ -70,7 +61,7 @@ async def _one(store: Any, event_id: str, state: str, kind: str | None, now: dat
 async def audit(config: Path) -> list[tuple[str, str, str]]:
     """(actor, action, detail) of every audit row, newest first."""
     settings = load_settings(config)
-    store = SqliteInbox(settings.storage_url, build_keyring(settings))
+    store = open_store(settings.storage_url, build_keyring(settings))
     await store.open()
     try:
         return [(r.actor, r.action, r.detail) for r in await store.list_audit()]

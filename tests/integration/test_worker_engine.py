@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import random
+import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
