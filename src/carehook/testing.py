@@ -6,7 +6,8 @@
 - :class:`FakeClock`: a settable UTC clock for the store and the worker: tests move time
   instead of sleeping.
 - :func:`signed_request`: the headers and body a vendor would send, signed with its real
-  scheme, for every built-in vendor.
+  scheme, for every built-in vendor; :func:`signed_for` the same for a configured source (its
+  scheme options, public path and first secret).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from carehook.envelope import SignedRequest
 from carehook.inbox import open_store
 from carehook.inbox.store import SqlStore
 from carehook.signatures import SchemeOptions
+from carehook.sources import Source
 from carehook.vendors import builtin_vendors
 
-__all__ = ["FakeClock", "SignedDelivery", "signed_request", "temp_store"]
+__all__ = ["FakeClock", "SignedDelivery", "signed_for", "signed_request", "temp_store"]
 
 #: the clock's default start: a fixed instant, so tests are repeatable
 EPOCH = datetime(2026, 5, 10, 9, 30, tzinfo=UTC)
@@ -93,9 +95,24 @@ def signed_request(
     known = builtin_vendors()
     if vendor not in known:
         raise ValueError(f"no built-in vendor {vendor!r}; known: {', '.join(sorted(known))}")
+    scheme = known[vendor].scheme(options or SchemeOptions())
+    return _signed(scheme, secret, payload, path, now, headers)
+
+
+def signed_for(
+    source: Source, payload: Mapping[str, Any] | bytes, *, now: float | None = None
+) -> SignedDelivery:
+    """Sign ``payload`` as the sender of a configured ``source`` would (its scheme options,
+    public path and first secret)."""
+    return _signed(source.scheme, source.secrets[0], payload, source.public_path, now, None)
+
+
+def _signed(
+    scheme: Any, secret: str, payload: Mapping[str, Any] | bytes, path: str,
+    now: float | None, headers: Mapping[str, str] | None,
+) -> SignedDelivery:  # fmt: skip
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     sent = {"content-type": "application/json", **(headers or {})}
-    scheme = known[vendor].scheme(options or SchemeOptions())
     request = SignedRequest("POST", path, "", {k.lower(): v for k, v in sent.items()}, body)
     sent.update(scheme.sign(request, secret, time.time() if now is None else now))
     return SignedDelivery(sent, body)

@@ -25,10 +25,10 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from carehook.connectors.fhir.mapping import LOINC_SECTIONS, validate
-from carehook.envelope import SignedRequest
 from carehook.inbox.port import EventFilter
 from carehook.sandbox.app import Sandbox, build_sandbox
 from carehook.sources import build_source
+from carehook.testing import signed_for
 from carehook.vendors import builtin_vendors
 from loopback import serve_app
 
@@ -60,11 +60,8 @@ class Env:
     def post(self, source: str, payload: dict[str, Any]) -> None:
         """POST ``payload`` signed for ``source``; it must be accepted."""
         src = build_source(source, self.gw.settings.sources[source], builtin_vendors())
-        body = json.dumps(payload).encode()
-        headers = {"content-type": "application/json"}
-        headers.update(src.scheme.sign(SignedRequest("POST", src.public_path, "", headers, body),
-                                       src.secrets[0], time.time()))  # fmt: skip
-        response = self.gw.post(source, body, headers)
+        signed = signed_for(src, payload)
+        response = self.gw.post(source, signed.body, signed.headers)
         assert response.status_code == 200, response.text
 
     def settle(self, count: int) -> list[Any]:

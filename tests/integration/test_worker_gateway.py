@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from carehook.envelope import SignedRequest
 from carehook.sources import build_source
+from carehook.testing import signed_for
 from carehook.vendors import builtin_vendors
 
 from .conftest import Gateway, start_gateway, write_config
@@ -29,11 +28,8 @@ def deliver(gw: Gateway, n: int) -> httpx.Response:
     """POST one signed Nabla sample event."""
     src = build_source("nabla", gw.settings.sources["nabla"], builtin_vendors())
     payload = src.vendor.sample("generate_note_async.succeeded", datetime.now(UTC), n)
-    body = json.dumps(payload).encode()
-    headers = {"content-type": "application/json"}
-    headers.update(src.scheme.sign(SignedRequest("POST", src.public_path, "", headers, body),
-                                   src.secrets[0], time.time()))
-    return gw.post("nabla", body, headers)
+    signed = signed_for(src, payload)
+    return gw.post("nabla", signed.body, signed.headers)
 
 
 async def _statuses(gw: Gateway) -> list[str]:
