@@ -85,7 +85,7 @@ async def test_defer_gives_the_event_back_at_its_time_without_using_an_attempt(
     """A deferral: pending until ``until`` (however far), attempts not counted, no error."""
     pk = await _accept(work_store, make_envelope, make_record)
     [claim] = await work_store.claim("h:1:a", 1, LEASE)
-    assert claim.attempt == 1
+    assert claim.attempts == 1
     until = clock() + timedelta(days=3)  # far beyond any back-off cap
     await work_store.defer(pk, "h:1:a", until)
     row = await work_store.get_event(pk)
@@ -95,7 +95,7 @@ async def test_defer_gives_the_event_back_at_its_time_without_using_an_attempt(
     assert await work_store.claim("h:1:a", 1, LEASE) == []
     clock.advance(3 * 86400 + 1)
     [again] = await work_store.claim("h:1:a", 1, LEASE)
-    assert again.attempt == 1
+    assert again.attempts == 1
     attempts = await work_store.list_attempts(pk)
     assert [(a.outcome, a.error_class) for a in attempts] == [("deferred", None),
                                                               ("running", None)]  # fmt: skip

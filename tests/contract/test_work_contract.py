@@ -88,7 +88,7 @@ async def test_claim_sets_the_lease_counts_the_attempt_and_decrypts(
         env.type,
     )
     assert claim.payload == env.payload
-    assert claim.attempt == 1
+    assert claim.attempts == 1
     assert claim.received_at == env.received_at
     assert claim.lease_expires_at == clock.now + timedelta(seconds=LEASE)
     row = await work_store.get_event(claim.pk)
@@ -167,7 +167,7 @@ async def test_expired_lease_goes_to_another_owner_and_fences_the_first(
     assert await _claimed(work_store, "h:2:b") == []  # still leased
     clock.advance(2)
     [claim] = await work_store.claim("h:2:b", 10, LEASE)
-    assert (claim.pk, claim.attempt) == (pk, 2)
+    assert (claim.pk, claim.attempts) == (pk, 2)
     for lost in (
         work_store.record_step(pk, "h:1:a", "one", "ok", "", None),
         work_store.complete(pk, "h:1:a"),
@@ -290,7 +290,7 @@ async def test_a_failure_with_retry_time_waits_until_then(
     assert await work_store.next_due() == retry_at
     clock.advance(61)
     [claim] = await work_store.claim("h:1:a", 10, LEASE)
-    assert (claim.pk, claim.attempt) == (pk, 2)
+    assert (claim.pk, claim.attempts) == (pk, 2)
     first, second = await work_store.list_attempts(pk)
     assert (first.number, first.outcome, first.error_class, first.error_message) == (
         1,
@@ -326,7 +326,7 @@ async def test_release_gives_the_event_back_uncounted(work_store: Store, feed: F
     assert row is not None
     assert row.attempts == 0
     [claim] = await work_store.claim("h:2:b", 10, LEASE)
-    assert (claim.pk, claim.attempt) == (pk, 1)
+    assert (claim.pk, claim.attempts) == (pk, 1)
     assert [a.outcome for a in await work_store.list_attempts(pk)] == ["released", "running"]
 
 

@@ -21,7 +21,7 @@ from carehook.workflows import RECORD_ONLY, default_router
 def _claim(payload: bytes | None) -> Claim:
     now = datetime(2026, 11, 1, tzinfo=UTC)
     return Claim(pk=9, source="nabla", vendor="nabla", event_id="e1", type="t", subject="s",
-                 attempt=2, received_at=now, lease_expires_at=now, payload=payload)
+                 attempts=2, received_at=now, lease_expires_at=now, payload=payload)
 
 
 def test_work_item_decodes_the_payload() -> None:

@@ -235,7 +235,7 @@ class SqlStore:
         ts = self._d.ts
         return Claim(
             pk=r[0], source=r[1], vendor=r[2], event_id=r[3], type=r[4], subject=r[5],
-            attempt=r[6], received_at=ts(r[7]), lease_expires_at=expires, payload=payload,
+            attempts=r[6], received_at=ts(r[7]), lease_expires_at=expires, payload=payload,
             finished=done, occurred_at=None if r[9] is None else ts(r[9]),
         )  # fmt: skip
 

@@ -53,7 +53,8 @@ class Claim:
     event_id: str
     type: str
     subject: str
-    attempt: int
+    #: the event's attempt count with this one (1 on the first try), as ``WorkItem.attempts``
+    attempts: int
     received_at: datetime
     lease_expires_at: datetime
     payload: bytes | None = field(repr=False)

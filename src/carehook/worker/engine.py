@@ -73,7 +73,7 @@ def work_item(claim: Claim) -> WorkItem:
         raise PermanentError(f"payload of event {claim.pk} is not a JSON object")
     return WorkItem(
         pk=claim.pk, source=claim.source, vendor=claim.vendor, event_id=claim.event_id,
-        type=claim.type, subject=claim.subject, attempts=claim.attempt,
+        type=claim.type, subject=claim.subject, attempts=claim.attempts,
         received_at=claim.received_at, payload=payload, occurred_at=claim.occurred_at,
     )  # fmt: skip
 
@@ -350,8 +350,8 @@ class Worker:
         failure = classify(exc)
         retry_at = None
         policy = self._policies(claim.source)
-        if failure.retryable and not policy.exhausted(claim.attempt):
-            delay = policy.delay(claim.attempt, failure.retry_after, self._rng)
+        if failure.retryable and not policy.exhausted(claim.attempts):
+            delay = policy.delay(claim.attempts, failure.retry_after, self._rng)
             retry_at = self._clock() + timedelta(seconds=delay)
             self._due = retry_at if self._due is None else min(self._due, retry_at)
         try:
@@ -420,7 +420,7 @@ class Worker:
 def _ids(claim: Claim) -> dict[str, Any]:
     """The log fields that identify an attempt (ids and names only)."""
     return {"event_pk": claim.pk, "source": claim.source, "type": claim.type,
-            "attempt": claim.attempt}  # fmt: skip
+            "attempt": claim.attempts}  # fmt: skip
 
 
 async def _wait(event: asyncio.Event, seconds: float | None) -> None:
