@@ -140,11 +140,13 @@ class PostgresDialect:
     def __init__(
         self, url: str, *, auto_migrate: bool = False, max_size: int = 10, flushers: int = 4,
         batch_cap: int = 512, timeout: float = 1.0, lock_timeout: float = 5.0,
+        call_flushers: int = 8,
     ) -> None:  # fmt: skip
         self.url = url
         self._conninfo = _conninfo(c.libpq_url(url), lock_timeout)
         self._auto_migrate = auto_migrate
-        self._size = max(max_size, 2 * flushers + 2)
+        self._size = max(max_size, flushers + call_flushers + 2)
+        self._call_flushers = call_flushers
         self._flushers = flushers
         self._batch_cap = batch_cap
         self._timeout = timeout
@@ -181,7 +183,7 @@ class PostgresDialect:
             for i in range(self._flushers)
         ] + [
             asyncio.create_task(self._call_flusher(), name=f"carehook-pg-calls-{i}")
-            for i in range(self._flushers)
+            for i in range(self._call_flushers)
         ]
         try:
             await self.read(lambda tx: tx.row("SELECT 1"))
