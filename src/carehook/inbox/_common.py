@@ -98,7 +98,7 @@ def from_text(value: str | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
-# The column lists the row mappers below expect, shared by both SQL adapters.
+# The column lists the row mappers below expect, used on both databases.
 EVENT_COLUMNS = (
     "id, source, vendor, event_id, type, subject, status, attempts, received_at, occurred_at,"
     " secret_index, next_attempt_at, payload IS NULL"

@@ -1,6 +1,6 @@
 """The inbox schema as SQLAlchemy Core tables: the one description of what the migrations build.
 
-SQLAlchemy is used for the schema and the migrations only; the adapters speak SQL through their
+SQLAlchemy is used for the schema and the migrations only; the one store speaks SQL through the
 drivers on the request path. ``tests/contract/test_schema.py`` proves that migrating an empty
 database yields exactly these tables, on SQLite and on PostgreSQL.
 
