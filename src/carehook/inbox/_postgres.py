@@ -132,7 +132,7 @@ class PostgresDialect:
     """How the one inbox runs on PostgreSQL."""
 
     name: Final = "postgres"
-    hints: Final = {"active": "", "due": "", "running": ""}
+    hints: Final = {"active": "", "due": "", "running": "", "by_id": ""}
     greatest: Final = "GREATEST"
     share: Final = " FOR SHARE"  # a fenced step holds the event's row until COMMIT
     ts = staticmethod(c.as_utc)

@@ -1,7 +1,8 @@
 """The inbox's SQL, written once for SQLite and PostgreSQL.
 
 ``?`` placeholders (the PostgreSQL side rewrites them); ``{active}``, ``{due}``, ``{running}``
-name the partial index a subquery must use on SQLite (``INDEXED BY``; nothing on PostgreSQL,
+name the partial index a subquery must use on SQLite (``INDEXED BY``; ``{by_id}``: only the
+rowid, ``NOT INDEXED``, or with 16 ids and an OR it scans the status index; nothing on PostgreSQL,
 whose planner has statistics) and ``{greatest}`` the two-argument maximum. :class:`Statements`
 fills them in once per store. Every value is a bound parameter; only these constant fragments
 and placeholder counts are ever joined into SQL.
@@ -38,7 +39,7 @@ WHERE e.status = 'processing' AND e.lease_expires_at <= ? AND {_HEAD}
 ORDER BY e.id LIMIT ?""",
     # re-checks the rule (a fresh snapshot on PostgreSQL) (params: owner, expires, now, now,
     # now, ids...)
-    "claim": f"""UPDATE events AS e SET status = 'processing', lease_owner = ?,
+    "claim": f"""UPDATE events AS e {{by_id}} SET status = 'processing', lease_owner = ?,
        lease_expires_at = ?, attempts = e.attempts + 1
 WHERE ((e.status IN ('pending', 'retrying') AND e.next_attempt_at <= ?)
        OR (e.status = 'processing' AND e.lease_expires_at <= ?)) AND {_HEAD}
@@ -136,7 +137,8 @@ class Statements:
     def __init__(self, hints: dict[str, str], greatest: str) -> None:
         q: dict[str, str] = {
             name: t.replace("{active}", hints["active"]).replace("{due}", hints["due"])
-            .replace("{running}", hints["running"]).replace("{greatest}", greatest)
+            .replace("{running}", hints["running"]).replace("{by_id}", hints["by_id"])
+            .replace("{greatest}", greatest)
             for name, t in _TEMPLATES.items()
         }  # fmt: skip
         self.pick_due = q["pick_due"]

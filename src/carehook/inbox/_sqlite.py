@@ -42,6 +42,7 @@ HINTS: Final = {
     "active": "INDEXED BY ix_events_active_subject_id",
     "due": "INDEXED BY ix_events_due",
     "running": "INDEXED BY ix_events_running",
+    "by_id": "NOT INDEXED",  # the claim's UPDATE of listed ids: rowid lookups only
 }
 
 
