@@ -113,6 +113,7 @@ def _throughput(url: str, query: Callable[[str], Any], n: int, processes: int,
                 concurrency: int) -> float:
     keys = new_key_spec("bench")
     asyncio.run(_preload(url, keys, n, subjects=max(n // 10, 1)))
+    _analyze(url)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, args=(url, keys, concurrency))
              for _ in range(processes)]
@@ -128,6 +129,18 @@ def _throughput(url: str, query: Callable[[str], Any], n: int, processes: int,
         p.join(timeout=30)
     first, last = query("SELECT min(started_at), max(finished_at) FROM attempts")
     return n / (_ts(last) - _ts(first)).total_seconds()
+
+
+def _analyze(url: str) -> None:
+    """Bring the database to the steady state of a running deployment after the bulk preload:
+    PostgreSQL's statistics as autovacuum would gather them (a fresh table's estimates would
+    plan the claim for an empty table), SQLite's WAL checkpointed (the preload's debt)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
 
 
 def _ts(value: Any) -> datetime:
@@ -165,9 +178,7 @@ def claim_cost(url: str, waiting: int, claims: int = 30, batch: int = 16) -> tup
     (with the commit's fsync) and inside the transaction (the statements alone)."""
     keys = new_key_spec("bench")
     asyncio.run(_preload(url, keys, waiting, subjects=waiting))
-    if url.startswith("sqlite"):  # the preload's WAL is not the claim's cost: checkpoint it
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _analyze(url)
     inside: list[float] = []
     claim_tx = SqlStore._claim_tx
 

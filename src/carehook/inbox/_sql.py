@@ -28,11 +28,12 @@ _HEAD: Final = """NOT EXISTS (SELECT 1 FROM events AS b {active} WHERE b.subject
                   AND r.status = 'processing' AND r.id <> e.id AND r.lease_expires_at > ?)"""
 
 _TEMPLATES: Final = {
-    # the oldest due waiting events that are heads (params: now, now, limit): the scan walks
-    # ix_events_due in id order and stops after ``limit`` heads, whatever the backlog
+    # the earliest due waiting events that are heads (params: now, now, limit): the scan walks
+    # ix_events_due in due order and stops after ``limit`` heads, whatever the backlog (only
+    # that index has this order, so PostgreSQL's plan does not hang on its statistics)
     "pick_due": f"""SELECT e.id, e.subject FROM events AS e {{due}}
 WHERE e.status IN ('pending', 'retrying') AND e.next_attempt_at <= ? AND {_HEAD}
-ORDER BY e.id LIMIT ?""",
+ORDER BY e.next_attempt_at, e.id LIMIT ?""",
     # heads whose worker died with the lease (params: now, now, limit)
     "pick_expired": f"""SELECT e.id, e.subject FROM events AS e {{running}}
 WHERE e.status = 'processing' AND e.lease_expires_at <= ? AND {_HEAD}

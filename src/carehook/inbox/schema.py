@@ -98,10 +98,10 @@ events = sa.Table(
         sqlite_where=_ACTIVE,
         postgresql_where=_ACTIVE,
     ),
-    # the waiting events in id order with their due time: a claim walks the oldest due ones
-    # and stops after ``limit`` heads, so its cost does not grow with the backlog (0004)
+    # the waiting events in order of due time: a claim walks the earliest due ones and stops
+    # after ``limit`` heads, so its cost does not grow with the backlog (0004)
     sa.Index(
-        "ix_events_due", "id", "next_attempt_at", sqlite_where=_WAITING, postgresql_where=_WAITING
+        "ix_events_due", "next_attempt_at", "id", sqlite_where=_WAITING, postgresql_where=_WAITING
     ),
     # the events in flight by subject: "another event of this subject runs" is one probe (0004)
     sa.Index(

@@ -1,7 +1,8 @@
 """The one inbox: claim indexes that keep a claim's cost flat with the backlog, the probe table.
 
-- ``ix_events_due``: the waiting events (``pending``/``retrying``) in id order with their due
-  time, so a claim walks the oldest due events and stops after ``limit`` heads, however many wait;
+- ``ix_events_due``: the waiting events (``pending``/``retrying``) in order of due time, so a
+  claim walks the earliest due events and stops after ``limit`` heads, however many wait or are
+  finished (no other index yields that order: the plan does not depend on statistics);
 - ``ix_events_running``: the events in flight by subject, so "does another event of this subject
   run under a live lease" is one probe of a small index;
 - ``probe``: one row that ``ping`` (``/readyz``) rewrites, so readiness proves a write commits.
@@ -30,7 +31,7 @@ _RUNNING = sa.text("status = 'processing'")
 def upgrade() -> None:
     """Add the two partial indexes and the probe table."""
     op.create_index(
-        "ix_events_due", "events", ["id", "next_attempt_at"],
+        "ix_events_due", "events", ["next_attempt_at", "id"],
         sqlite_where=_WAITING, postgresql_where=_WAITING,
     )  # fmt: skip
     op.create_index(
