@@ -19,6 +19,7 @@ from carehook.connectors.forward import WebhookDestination
 from carehook.connectors.healthie import HealthieClient
 from carehook.connectors.notify import AppriseNotifier
 from carehook.connectors.outbound import outbound_client
+from carehook.connectors.webhooks import WebhookRegistrar
 from carehook.errors import ConfigError
 from carehook.settings import DestinationSettings, Settings, SourceSettings, resolve_secret
 from carehook.workflows.catalog import ForwardRoute, SourceOptions, WorkflowConfig
@@ -112,3 +113,34 @@ def _fhir(http: httpx.AsyncClient, name: str, dest: DestinationSettings) -> Fhir
             scope=dest.scope,
         )  # fmt: skip
     return FhirClient(http, dest.url, token=token, oauth=oauth, timeout=dest.timeout_seconds)
+
+
+def build_registrar(settings: Settings, name: str) -> tuple[WebhookRegistrar | None, ServiceSet]:
+    """The webhook registrar of source ``name`` (None for Nabla: console only) and the
+    :class:`ServiceSet` holding its HTTP client (close it with ``aclose``)."""
+    from carehook.connectors.abridge import abridge_webhooks
+    from carehook.connectors.healthie import HealthieWebhooks
+    from carehook.connectors.openevidence import openevidence_webhooks
+
+    src = settings.sources.get(name)
+    if src is None:
+        raise ConfigError(f"no source {name!r} in the config")
+    out = ServiceSet(Services())
+    if src.vendor in ("nabla", "standard-webhooks"):
+        return None, out
+    if src.api_url is None and src.vendor != "openevidence":
+        raise ConfigError(f"sources.{name}: api_url is needed to register with {src.vendor}")
+    http = _client(out, src.api_allow_private, 30.0)
+    if src.vendor == "abridge":
+        token = _secret(src, name, "api_token")
+        return abridge_webhooks(http, str(src.api_url), token, src.org_id), out
+    if src.vendor == "openevidence":
+        return openevidence_webhooks(http, src.api_url, _api_token(src, name)), out
+    client = HealthieClient(http, str(src.api_url), _secret(src, name, "api_key"))
+    return HealthieWebhooks(client), out
+
+
+def _api_token(src: SourceSettings, name: str) -> str:
+    if not src.api_token:
+        raise ConfigError(f"sources.{name}: api_token is needed to register with {src.vendor}")
+    return resolve_secret(src.api_token, f"sources.{name}.api_token")
