@@ -105,8 +105,9 @@ _HEADER = """\
 # carehook sandbox at {base}: fake APIs and fake credentials, for trying carehook only.
 # To use it, edit your carehook.toml:
 #  - paste [destinations.ehr] as it is (replacing yours, if you have one);
-#  - [sources.abridge], [sources.healthie] and [sources.openevidence] exist already (`carehook init` wrote them) and
-#    TOML refuses a table written twice: copy only the lines under those two headers into them.
+#  - [sources.abridge], [sources.healthie] and [sources.openevidence] exist already (`carehook
+#    init` wrote them) and TOML refuses a table written twice: copy only the lines under those
+#    headers into them.
 """
 
 
