@@ -51,6 +51,8 @@ class WebhookTable:
 
     def __init__(self) -> None:
         self.by_id: dict[str, Webhook] = {}
+        #: the most nodes one ``webhooks`` page holds, whatever ``first`` asks
+        self.page_limit = 100
         self._next = 9001
 
     def secret(self, webhook_id: str) -> str:
@@ -95,7 +97,7 @@ class WebhookTable:
         ids = sorted(self.by_id, key=int)
         if after is not None:
             ids = [i for i in ids if int(i) > int(str(after))]
-        page = ids[:first]
+        page = ids[: min(first, self.page_limit)]
         return {"nodes": [self.by_id[i].node() for i in page],
                 "page_info": {"has_next_page": len(ids) > len(page),
                               "end_cursor": page[-1] if page else None}}  # fmt: skip

@@ -28,8 +28,9 @@ _LABELS = {
     "patient": "PATIENT", "client": "PATIENT",
 }  # fmt: skip
 _HONORIFICS = ("dr", "doctor", "mr", "mrs", "ms", "mx", "prof")
-#: ``Name: text`` as Zoom writes it; a name is short and has no sentence punctuation
-_PREFIX = re.compile(r"^\s*([^:.!?\n]{1,60}?)\s*:\s+(.*)$", re.DOTALL)
+#: ``Name: text`` as Zoom writes it; a name is letters, spaces, ``.'-``, at most five words
+_PREFIX = re.compile(r"^\s*([^\W\d_][\w.' -]{0,59}?)\s*:\s+(.*)$", re.DOTALL)
+_MAX_NAME_WORDS = 5
 
 
 def normalise_name(name: str) -> str:
@@ -62,7 +63,7 @@ def _speaker_and_text(voice: str | None, text: str) -> tuple[str | None, str]:
     if voice:
         return voice, flat
     match = _PREFIX.match(flat)
-    if match:
+    if match and len(match.group(1).split()) <= _MAX_NAME_WORDS:
         return match.group(1), match.group(2).strip()
     return None, flat
 
