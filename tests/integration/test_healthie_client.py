@@ -133,7 +133,8 @@ async def test_an_expired_link_is_refused_without_quoting_it(
     with pytest.raises(TranscriptLinkExpired) as caught:
         await client.transcript_file(link)
     assert str(caught.value) == f"healthie transcript {link.transcript_id} file: 403 (link expired)"
-    assert link.url and link.url.split("/")[-1].split(".")[0] not in str(caught.value)
+    assert link.url
+    assert link.url.split("/")[-1].split(".")[0] not in str(caught.value)
     assert isinstance(caught.value, RetryableError)
 
 
@@ -305,7 +306,8 @@ async def test_webhooks_are_created_listed_rotated_and_deleted(
         (created.webhook_id, "https://hooks.example.org/webhooks/healthie", True, None)]
     assert fake.webhooks.by_id[created.webhook_id].should_retry is True
     rotated = await hooks.rotate(created.webhook_id)
-    assert rotated.secret and rotated.secret != created.secret
+    assert rotated.secret
+    assert rotated.secret != created.secret
     assert rotated.secret == fake.webhooks.secret(created.webhook_id)
     await hooks.delete(created.webhook_id)
     assert await hooks.list() == []

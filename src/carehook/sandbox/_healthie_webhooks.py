@@ -92,7 +92,8 @@ class WebhookTable:
         return {"webhook": hook.node(with_secret=True), "messages": []}
 
     def _list(self, args: dict[str, Any]) -> dict[str, Any]:
-        first = args.get("first") if isinstance(args.get("first"), int) else 10
+        asked = args.get("first")
+        first = asked if isinstance(asked, int) and asked > 0 else 10
         after = args.get("after")
         ids = sorted(self.by_id, key=int)
         if after is not None:

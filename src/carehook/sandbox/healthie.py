@@ -139,6 +139,11 @@ class FakeHealthieApi:
         self._links = {t: _Link(link.appointment_id, link.transcript_id, link.kind, 0.0)
                        for t, link in self._links.items()}  # fmt: skip
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        """The secret part of every ``expiring_url`` issued so far (to look for leaks)."""
+        return list(self._links)
+
     # -- content --------------------------------------------------------------------------------
 
     def transcript_id(self, appointment_id: str, kind: str) -> str:

@@ -70,7 +70,7 @@ def merge_dot_phrases(
         text = str(suggestion.get("text_to_insert") or "")
         ref = suggestion.get("note_section")
         if isinstance(ref, Mapping) and ref.get("key"):
-            key, title = str(ref["key"]), str(ref.get("title") or ref["key"])
+            key, title = str(ref["key"]), section_title(ref)
         else:
             key, title = FREE_TEXT_KEY, FREE_TEXT_TITLE
         at = next((i for i, s in enumerate(merged) if s.key == key), None)
@@ -83,6 +83,15 @@ def merge_dot_phrases(
     return tuple(merged)
 
 
+def section_title(section: Mapping[str, Any]) -> str:
+    """A section's title; one Nabla sent without a title is named from its key
+    (``REVIEW_OF_SYSTEMS`` -> ``Review of systems``): an unknown key is kept, never dropped."""
+    title = section.get("title")
+    if isinstance(title, str) and title.strip():
+        return title
+    return str(section.get("key") or "Section").replace("_", " ").strip().capitalize()
+
+
 def nabla_note(ctx: StepContext) -> ClinicalNote:
     """The note of a ``generate_note_async.succeeded`` event, dot phrases merged."""
     job, inner = _job(ctx), _inner(ctx)
@@ -90,7 +99,7 @@ def nabla_note(ctx: StepContext) -> ClinicalNote:
     if not isinstance(note, Mapping):
         raise PermanentError(f"nabla event {ctx.item.event_id}: no note in the payload")
     sections = tuple(
-        NoteSection(str(s.get("key")), str(s.get("title")), str(s.get("text")))
+        NoteSection(str(s.get("key")), section_title(s), str(s.get("text") or ""))
         for s in note.get("sections") or () if isinstance(s, Mapping)
     )  # fmt: skip
     suggestions = [s for s in inner.get("suggested_dot_phrases") or () if isinstance(s, Mapping)]

@@ -28,8 +28,9 @@ _LABELS = {
     "patient": "PATIENT", "client": "PATIENT",
 }  # fmt: skip
 _HONORIFICS = ("dr", "doctor", "mr", "mrs", "ms", "mx", "prof")
-#: ``Name: text`` as Zoom writes it; a name is letters, spaces, ``.'-``, at most five words
-_PREFIX = re.compile(r"^\s*([^\W\d_][\w.' -]{0,59}?)\s*:\s+(.*)$", re.DOTALL)
+#: ``Name: text`` as Zoom writes it; a name is letters (no digits), spaces and ``.'-``, at most
+#: five words
+_PREFIX = re.compile(r"^\s*([^\W\d_](?:[^\W\d_]|[.' -]){0,59}?)\s*:\s+(.*)$", re.DOTALL)
 _MAX_NAME_WORDS = 5
 
 
