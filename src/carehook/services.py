@@ -9,6 +9,7 @@ its own client (its own timeout and guard); :meth:`ServiceSet.aclose` closes the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import httpx
@@ -59,6 +60,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
 def build_services(settings: Settings) -> ServiceSet:
     """Every configured connector (a missing one stays None: its steps say "not configured")."""
     out = ServiceSet(Services(dashboard_url=settings.dashboard_url))
+    quiet_request_logs()
     ehr: Ehr | None = None
     destinations: dict[str, Destination] = {}
     for name, dest in settings.destinations.items():
@@ -87,6 +89,12 @@ def build_services(settings: Settings) -> ServiceSet:
     out.services = Services(ehr=ehr, abridge=abridge, healthie=healthie, notifier=notifier,
                             destinations=destinations, dashboard_url=settings.dashboard_url)
     return out
+
+
+def quiet_request_logs() -> None:
+    """httpx logs every request's full URL at INFO; some URLs are credentials (Healthie's
+    ``expiring_url`` transcript links), so its logger keeps warnings and errors only."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _client(out: ServiceSet, allow_private: bool, timeout: float) -> httpx.AsyncClient:
@@ -126,6 +134,7 @@ def build_registrar(settings: Settings, name: str) -> tuple[WebhookRegistrar | N
     if src is None:
         raise ConfigError(f"no source {name!r} in the config")
     out = ServiceSet(Services())
+    quiet_request_logs()
     if src.vendor in ("nabla", "standard-webhooks"):
         return None, out
     if src.api_url is None and src.vendor != "openevidence":

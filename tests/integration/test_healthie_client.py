@@ -331,3 +331,25 @@ async def test_a_refused_mutation_names_the_fields_only(client: HealthieClient) 
         await hooks.create(f"not-a-url-{CANARY}", ("appointment.created",), None)
     with pytest.raises(PermanentError, match=r"refused \(fields: id\)$"):
         await hooks.delete("424242")
+
+
+async def test_no_transcript_link_reaches_the_standard_library_logs(
+    fake: FakeHealthieApi, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every stdlib logger at DEBUG, the composition root keeps httpx from logging URLs."""
+    import logging
+
+    from carehook.services import build_services
+    from carehook.settings import Settings
+
+    service_set = build_services(Settings(sources={"healthie": {
+        "vendor": "healthie", "api_url": url, "api_key": KEY, "api_allow_private": True}}))
+    caplog.set_level(logging.DEBUG)
+    try:
+        api = service_set.services.healthie["healthie"]
+        await fetch_vtt(api, "700123")
+    finally:
+        await service_set.aclose()
+    assert fake.downloads == [(fake.transcript_id("700123", "processed_recording"), 200)]
+    for token in fake.issued_tokens:
+        assert token not in caplog.text
