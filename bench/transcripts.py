@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from carehook.connectors.healthie import HealthieClient  # noqa: E402
-from carehook.connectors.outbound import outbound_client  # noqa: E402
-from carehook.sandbox.healthie import FakeHealthieApi  # noqa: E402
-from carehook.workflows.transcripts import fetch_vtt  # noqa: E402
-from carehook.workflows.vtt import parse_vtt, speaker_roles  # noqa: E402
-from loopback import serve_app  # noqa: E402
+from carehook.connectors.healthie import HealthieClient
+from carehook.connectors.outbound import outbound_client
+from carehook.sandbox.healthie import FakeHealthieApi
+from carehook.workflows.transcripts import fetch_vtt
+from carehook.workflows.vtt import parse_vtt, speaker_roles
+from loopback import serve_app
 
 ROLES = speaker_roles("Dr. Maya Okafor", "Jordan Avery")
 
