@@ -14,7 +14,9 @@ Facts used (VENDORS.md, from Healthie's schema and its AI-scribe guide):
   a short-lived link to the WebVTT file: a credential, never logged.
 - The AI scribe's note is ``Appointment.generated_form_answer_group`` (a ``FormAnswerGroup``
   whose ``kind`` is ambient | video_call).
-- Webhooks: ``createWebhook(input: CreateWebhookInput)``, ``deleteWebhook``,
+- Input type names follow Healthie's lower-camel convention (``createWebhookInput``; the seed's
+  guide writes ``CreateWebhookInput``): **assumed**, and checked by nothing but Healthie itself.
+- Webhooks: ``createWebhook(input: createWebhookInput)``, ``deleteWebhook``,
   ``expireWebhookSignature`` payloads are ``{ webhook { ... } messages { field message } }``;
   ``webhooks`` is a connection with ``nodes``; there is no ``webhook(id)`` query.
 """

@@ -189,7 +189,7 @@ class HealthieApi(Protocol):
     """Healthie's GraphQL API, per source."""
 
     async def appointment(self, appointment_id: str) -> Appointment:
-        """One appointment."""
+        """One appointment, with its completed and processing transcripts (fresh links)."""
         ...
 
     async def transcript_file(self, link: TranscriptLink) -> str:
