@@ -353,3 +353,15 @@ async def test_no_transcript_link_reaches_the_standard_library_logs(
     assert fake.downloads == [(fake.transcript_id("700123", "processed_recording"), 200)]
     for token in fake.issued_tokens:
         assert token not in caplog.text
+
+
+async def test_an_oversized_transcript_file_is_refused_without_reading_it_all(
+    monkeypatch: pytest.MonkeyPatch, client: HealthieClient
+) -> None:
+    """A file past the limit is a permanent error naming the size limit only."""
+    import carehook.connectors.healthie as healthie_module
+
+    appointment = await client.appointment("700123")
+    monkeypatch.setattr(healthie_module, "MAX_TRANSCRIPT_BYTES", 100)
+    with pytest.raises(PermanentError, match=r"file: larger than 100 bytes$"):
+        await client.transcript_file(appointment.transcripts[0])

@@ -384,9 +384,11 @@ def test_an_unknown_nabla_section_is_kept_uncoded_through_the_whole_note_path(en
     assert sections["Chief complaint"]["code"]["coding"][0]["code"] == "10154-3"
 
 
-def test_a_healthie_transcript_is_parsed_from_its_vtt_file_with_speakers(env: Env) -> None:
+def test_a_healthie_transcript_is_parsed_from_its_vtt_file_with_speakers(env_any: Env) -> None:
     """The filed transcript is the processed recording's VTT, items with roles and offsets."""
     from carehook.sandbox import _healthie_content as content
+
+    env = env_any
 
     payload = env.send("healthie", "appointment.transcript_available", 12)
     [event] = env.settle(1)

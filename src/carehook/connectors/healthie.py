@@ -223,16 +223,16 @@ class HealthieClient:
         if not link.url:
             raise TranscriptLinkExpired(f"{what}: no expiring_url")
         try:
-            response = await self._http.get(link.url, headers={"Accept": "text/vtt, */*"})
+            async with self._http.stream("GET", link.url,
+                                         headers={"Accept": "text/vtt, */*"}) as response:
+                if response.status_code in (403, 404, 410):
+                    raise TranscriptLinkExpired(f"{what}: {response.status_code} (link expired)")
+                if not response.is_success:
+                    raise status_failure(what, response)
+                body = await _read_limited(response, what)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise request_failure(what, exc) from None
-        if response.status_code in (403, 404, 410):
-            raise TranscriptLinkExpired(f"{what}: {response.status_code} (link expired)")
-        if not response.is_success:
-            raise status_failure(what, response)
-        if len(response.content) > MAX_TRANSCRIPT_BYTES:
-            raise PermanentError(f"{what}: larger than {MAX_TRANSCRIPT_BYTES} bytes")
-        return response.content.decode("utf-8-sig", errors="replace")
+        return body.decode("utf-8-sig", errors="replace")
 
     # -- webhook registration -------------------------------------------------------------------
 
@@ -298,6 +298,17 @@ class HealthieClient:
         if found is None:
             raise PermanentError(f"{what}: not found")
         return found
+
+
+async def _read_limited(response: httpx.Response, what: str) -> bytes:
+    """The body, refused (permanently) past :data:`MAX_TRANSCRIPT_BYTES` without reading on."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_TRANSCRIPT_BYTES:
+            raise PermanentError(f"{what}: larger than {MAX_TRANSCRIPT_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 M = TypeVar("M", bound=_Body)
