@@ -42,6 +42,8 @@ def register(
     config: ConfigOpt = None,
 ) -> None:
     """Register SOURCE's endpoint with its vendor (or --list, --delete ID, --rotate ID)."""
+    if sum((list_, delete is not None, rotate is not None)) > 1:
+        raise ConfigError("give at most one of --list, --delete and --rotate")
     path = config_path(config)
     settings = load_settings(path)
     if source not in settings.sources:
