@@ -82,3 +82,12 @@ def test_the_processed_recording_is_filed_over_the_realtime_capture() -> None:
     assert chosen is not None
     assert chosen.transcript_id == "a"
     assert pick_transcript([_link("p", "processed_recording", "processing")]) is None
+
+
+def test_crlf_notes_cue_settings_short_stamps_and_markup_are_read() -> None:
+    """What real files carry: CRLF, NOTE blocks, cue settings, mm:ss.ttt, voice classes, tags."""
+    text = ("WEBVTT\r\n\r\nNOTE exported by Zoom\r\n\r\n1\r\n00:00:01.000 --> 00:00:02.000 "
+            "align:start\r\nDr. Maya Okafor: hello\r\n\r\n00:01.500 --> 00:03.000\r\n"
+            "<v.loud Jordan Avery>hey <b>you</b>\r\n")
+    assert [(i.speaker, i.text, i.start_ms) for i in parse_vtt(text, ROLES, "t")] == [
+        ("DOCTOR", "hello", 1000), ("PATIENT", "hey you", 1500)]
