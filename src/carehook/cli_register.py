@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from carehook import registration as reg
 from carehook.cli_common import ConfigOpt, err, out, table
@@ -63,13 +64,13 @@ def register(
 def _plan(source: str, vendor: str, url: str, events: tuple[str, ...]) -> None:
     """What --dry-run (or a vendor without an API) prints."""
     if vendor == "nabla":
-        out.print(reg.console_steps(source, url, events), highlight=False, markup=False)
+        say(out, reg.console_steps(source, url, events))
     elif vendor == "standard-webhooks":
-        out.print(f"Standard Webhooks senders have no common registration API: give the sender "
-                  f"{url} and the source's secret.", highlight=False, markup=False)  # fmt: skip
+        say(out, "Standard Webhooks senders have no common registration API: give the sender "
+            f"{url} and the source's secret.")
     else:
-        out.print(f"would register {url} with {vendor} for {len(events)} event types: "
-                  f"{', '.join(events)}", highlight=False, markup=False)  # fmt: skip
+        say(out, f"would register {url} with {vendor} for {len(events)} event types: "
+            f"{', '.join(events)}")
 
 
 async def _call(path: Path, source: str, url: str | None, events: tuple[str, ...],
@@ -87,7 +88,7 @@ async def _call(path: Path, source: str, url: str | None, events: tuple[str, ...
                   ["id", "url", "enabled", "events"])  # fmt: skip
         elif delete:
             await registrar.delete(delete)
-            out.print(f"deleted webhook {delete} at {source}'s vendor", highlight=False)
+            say(out, f"deleted webhook {delete} at {source}'s vendor")
         elif rotate:
             done = await reg.rotate(registrar, path, source, rotate)
             _report(source, done, "rotated: the vendor signs with the new secret now")
@@ -99,17 +100,20 @@ async def _call(path: Path, source: str, url: str | None, events: tuple[str, ...
         await held.aclose()
 
 
+def say(console: Console, text: str) -> None:
+    """Print plain text: no markup, no highlighting, no wrapping (URLs and ids stay whole)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def _row(webhook: RegisteredWebhook) -> dict[str, object]:
     return {"id": webhook.webhook_id, "url": webhook.url, "enabled": webhook.enabled,
             "events": ", ".join(webhook.events)}  # fmt: skip
 
 
 def _report(source: str, done: reg.Registration, what: str) -> None:
-    out.print(f"{what}; webhook id {done.webhook.webhook_id}", highlight=False, markup=False)
+    say(out, f"{what}; webhook id {done.webhook.webhook_id}")
     if done.added:
-        err.print(f"the signing secret was added to sources.{source} as "
-                  f"secrets[{done.secret_index}] (not shown); restart the gateway to use it",
-                  highlight=False, markup=False)  # fmt: skip
+        say(err, f"the signing secret was added to sources.{source} as "
+            f"secrets[{done.secret_index}] (not shown); restart the gateway to use it")
     else:
-        err.print(f"signed with sources.{source}.secrets[{done.secret_index}]", highlight=False,
-                  markup=False)  # fmt: skip
+        say(err, f"signed with sources.{source}.secrets[{done.secret_index}]")

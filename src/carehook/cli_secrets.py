@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from carehook.cli_common import ConfigOpt, err, out, table
+from carehook.cli_register import say
 from carehook.errors import ConfigError
 from carehook.settings import config_path, load_settings, resolve_secret
 
@@ -57,8 +58,8 @@ def add(
     index = add_secret(config_path(config), source, secret)
     if not stdin:
         print(secret, flush=True)  # the only time it is shown: give it to the vendor
-    err.print(f"sources.{source}.secrets[{index}] added (fingerprint {_fingerprint(secret)}); "
-              "restart the gateway to use it", highlight=False, markup=False)  # fmt: skip
+    say(err, f"sources.{source}.secrets[{index}] added (fingerprint {_fingerprint(secret)}); "
+        "restart the gateway to use it")
 
 
 @secrets_app.command("ls")
@@ -90,8 +91,8 @@ def retire(
 
     _vendor(config, source)
     retire_secret(config_path(config), source, index)
-    out.print(f"sources.{source}.secrets[{index}] retired; restart the gateway to stop "
-              "accepting it", highlight=False, markup=False)  # fmt: skip
+    say(out, f"sources.{source}.secrets[{index}] retired; restart the gateway to stop "
+        "accepting it")
 
 
 def _fingerprint(secret: str) -> str:
