@@ -74,8 +74,8 @@ def build_services(settings: Settings) -> ServiceSet:
     abridge: dict[str, AbridgeApi] = {}
     healthie: dict[str, HealthieApi] = {}
     for name, src in settings.sources.items():
-        if src.api_url is None:
-            continue
+        if src.api_url is None or src.vendor not in ("abridge", "healthie"):
+            continue  # OpenEvidence's api_url serves registration only (build_registrar)
         http = _client(out, src.api_allow_private, 30.0)
         if src.vendor == "abridge":
             abridge[name] = AbridgeClient(http, src.api_url, _secret(src, name, "api_token"),
