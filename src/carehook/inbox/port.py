@@ -178,6 +178,10 @@ class Store(Protocol):
         """
         ...
 
+    async def finished_steps(self, pk: int) -> dict[str, StepRow]:
+        """The steps of event ``pk`` already finished, by name (a claim carries their names)."""
+        ...
+
     async def record_step(
         self,
         pk: int,

@@ -1,7 +1,7 @@
 """Who holds a lease: ``"<host>:<pid>:<random>"``, and which pids on this host are alive.
 
 A worker killed with ``kill -9`` leaves its leases behind. The next worker to start on the same
-host expires them at once (``WorkStore.release_dead_owners``) instead of waiting out the lease:
+host expires them at once (``Store.release_dead_owners``) instead of waiting out the lease:
 an owner whose pid is not among the host's live processes cannot be working any more.
 
 ``host`` is the hostname plus, where Linux says so, the pid namespace: two containers that share
