@@ -232,3 +232,32 @@ async def test_postgres_two_processes_never_double_store_nor_deadlock(
         assert results.count(True) == n
         assert len(await a.list_events(EventFilter(limit=2 * n))) == n
         assert len(await a.list_requests(limit=4 * n)) == 2 * n
+
+
+async def test_sqlite_ingest_commits_before_queued_worker_writes(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """An ack never waits behind a backlog of worker writes: queued ingest goes first."""
+    async with open_store(sqlite_url, keyring, busy_timeout=5) as inbox:
+        conn = sqlite3.connect(inbox.dialect.path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # the writer blocks on its first call meanwhile
+        order: list[str] = []
+
+        async def call(n: int) -> None:
+            await inbox.dialect.write(lambda tx: tx.row("SELECT 1"))
+            order.append(f"call{n}")
+
+        async def ack() -> None:
+            env = make_envelope()
+            assert await inbox.accept(env, make_record(env))
+            order.append("ack")
+
+        calls = [asyncio.ensure_future(call(n)) for n in range(200)]
+        await asyncio.sleep(0.05)
+        acked = asyncio.ensure_future(ack())
+        await asyncio.sleep(0.05)
+        conn.execute("ROLLBACK")
+        conn.close()
+        await asyncio.gather(*calls, acked)
+        # at most the call the writer was blocked on and one transaction of calls come first
+        assert order.index("ack") <= 1 + 32
