@@ -5,9 +5,10 @@ connection, one transaction and one fsync per batch of concurrent calls. A worke
 step, complete ...) is a function run on that connection (``write``), so claims are serialised
 by construction, without any locking of ours. Ingest (``ingest``) keeps the writer's raw-driver
 path: one ``INSERT`` into a TEMP view per batch, whose trigger writes events and request-log
-rows. It is measurably faster than running the shared statements per row (``bench/ingest.py``:
-the shared path costs four GIL hand-offs per row instead of one per batch, see the writer), and
-the writer commits ingest before worker writes, so acknowledgements never wait behind claims.
+rows. It is kept because it is faster than running the shared statements per operation: one
+statement per batch is one GIL hand-off instead of several per row (the writer's docs explain
+the measurement; ``bench/ingest.py`` measures the ingest path). The writer commits ingest before
+worker writes, so acknowledgements never wait behind claims.
 
 Reads run on a small thread pool, each thread with its own read-only connection: WAL lets them
 read while the writer commits. Durability: WAL with ``synchronous=FULL``; the database file (and
