@@ -113,6 +113,9 @@ class Worker:
         self.metrics = metrics or WorkerMetrics.create()
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._lost: set[int] = set()
+        #: events whose outcome is being written: a heartbeat that no longer finds their lease
+        #: (the outcome committed, its answer not back yet) must not call them lost
+        self._finishing: set[int] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()  # run()'s, once it runs
         self._empty_at: float | None = None  # when the last claim found nothing
@@ -211,6 +214,7 @@ class Worker:
     def _finished(self, pk: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(pk, None)
         self._lost.discard(pk)
+        self._finishing.discard(pk)
         self.metrics.in_flight.set(len(self._inflight))
         self._wake.set()
 
@@ -275,7 +279,7 @@ class Worker:
 
     def _drop_lost(self, pk: int) -> None:
         entry = self._inflight.get(pk)
-        if entry is None or entry[1].done():
+        if entry is None or entry[1].done() or pk in self._finishing:
             return
         self._lost.add(pk)
         entry[1].cancel()
@@ -334,6 +338,7 @@ class Worker:
                                   result.state, result.review)  # fmt: skip
                 if result.state is not None:
                     state = result.state
+        self._finishing.add(claim.pk)
         await self._store.complete(claim.pk, self.owner, last)
 
     async def _run_step(self, step: Step, item: WorkItem, state: Mapping[str, Any]) -> StepResult:
@@ -354,6 +359,7 @@ class Worker:
             delay = policy.delay(claim.attempts, failure.retry_after, self._rng)
             retry_at = self._clock() + timedelta(seconds=delay)
             self._due = retry_at if self._due is None else min(self._due, retry_at)
+        self._finishing.add(claim.pk)
         try:
             status = await self._store.fail(
                 claim.pk, self.owner, failure.error_class, failure.message, retry_at
@@ -373,6 +379,7 @@ class Worker:
         """A step's planned wait: give the event back due at ``until``; not a failure."""
         until = deferral.until
         self._due = until if self._due is None else min(self._due, until)
+        self._finishing.add(claim.pk)
         try:
             await self._store.defer(claim.pk, self.owner, until)
         except LeaseLost:
