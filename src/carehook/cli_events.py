@@ -135,7 +135,9 @@ def events_replay(
 
     count = with_operations(settings_of(config), work)
     if isinstance(count, OperationRefused):
-        err.print(str(count).replace("status must", "--status must"), highlight=False)
+        text = str(count).replace("status must", "--status must")
+        text = text.replace("source, type, status, since", "--source, --type, --status, --since")
+        err.print(text, highlight=False)
         raise typer.Exit(2)
     noun = "event" if count == 1 else "events"
     out.print(f"would replay {count} {noun} (dry run)" if dry_run else f"replayed {count} {noun}")

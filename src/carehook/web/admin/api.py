@@ -6,8 +6,8 @@ previous page's ``next_cursor``). Payload views, replays and resolutions are aud
 token's name by the store. No route but ``/events/{pk}/payload`` returns payload bytes.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: FastAPI must evaluate the route signatures,
+# whose Depends(...) name closures of create_admin_api.
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
