@@ -28,8 +28,7 @@ __all__ = ["PREFIX", "create_admin", "standalone"]
 _HERE = Path(__file__).parent
 #: the only flash messages a page shows (never text echoed from the query string)
 FLASHES = {"replayed": "Replayed.", "resolved": "Resolved.",
-           "not replayable (processing, pending or unhandled)":
-           "Not replayable (processing, pending or unhandled)."}  # fmt: skip
+           "not-replayable": "Not replayed: it is pending, processing or unhandled."}
 
 
 def _when(value: datetime | None) -> str:

@@ -8,7 +8,7 @@ token's name by the store. No route but ``/events/{pk}/payload`` returns payload
 
 # no ``from __future__ import annotations`` here: FastAPI must evaluate the route signatures,
 # whose Depends(...) name closures of create_admin_api.
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -45,11 +45,11 @@ def utc(value: datetime | None) -> datetime | None:
         raise HTTPException(400, "time out of range") from None
 
 
-def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Principal]]:
+def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Awaitable[Principal]]]:
     """``need(scope)``: a dependency that authenticates the bearer token and checks ``scope``."""
 
-    def need(scope: str) -> Callable[[Request], Principal]:
-        def check(request: Request) -> Principal:
+    def need(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+        async def check(request: Request) -> Principal:  # async: no thread hop per request
             kind, _, presented = request.headers.get("authorization", "").partition(" ")
             token = check_token(tokens, presented.strip()) if kind.lower() == "bearer" else None
             if token is None:

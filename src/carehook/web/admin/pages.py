@@ -96,7 +96,7 @@ class Pages:
         """Replay one event, then show it."""
         pk = int(request.path_params["pk"])
         count = await self.ops.replay(ReplayFilter(event_pks=(pk,)), who.name)
-        flash = "replayed" if count else "not replayable (processing, pending or unhandled)"
+        flash = "replayed" if count else "not-replayable"
         return RedirectResponse(f"/admin/events/{pk}?flash={flash}", 303)
 
     async def dead_letters(self, request: Request, who: Principal) -> Response:
