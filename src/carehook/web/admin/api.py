@@ -75,12 +75,13 @@ def create_admin_api(ops: Operations, tokens: list[AdminToken]) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, 400)
 
     _event_routes(api, ops, need)
+    _action_routes(api, ops, need)
     _other_routes(api, ops, need)
     return api
 
 
 def _event_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> None:
-    read, replay = Depends(need("read")), Depends(need("replay"))
+    read = Depends(need("read"))
 
     @api.get("/events", response_model=s.EventPage, dependencies=[read])
     async def list_events(source: Text = None, type: Text = None, status: Text = None,
@@ -109,6 +110,15 @@ def _event_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> 
         text = None if data is None else data.decode("utf-8", errors="replace")
         return s.PayloadOut(event=pk, actor=who.name, audited=data is not None, payload=text)
 
+    @api.get("/dead-letters", response_model=s.DeadLetterPage, dependencies=[read])
+    async def dead_letters(source: Text = None, cursor: Cursor = None, limit: Limit = 50) -> Any:
+        """Dead events, newest first, each with its last error class and message."""
+        page = await ops.dead_letters(source, cursor, limit)
+        return s.DeadLetterPage(items=page.items, next_cursor=page.next_cursor)
+
+
+def _action_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> None:
+    # each route takes the principal (its name is the audit actor) through Depends(need(...))
     @api.post("/events/{pk}/replay", response_model=s.ReplayOut)
     async def replay_one(pk: Annotated[int, Path(ge=1, le=2**62)],
                          who: Annotated[Principal, Depends(need("replay"))]) -> Any:
@@ -117,7 +127,7 @@ def _event_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> 
         count = await ops.replay(ReplayFilter(event_pks=(pk,)), who.name)
         return s.ReplayOut(count=count, dry_run=False)
 
-    @api.post("/replay", response_model=s.ReplayOut, dependencies=[replay])
+    @api.post("/replay", response_model=s.ReplayOut)
     async def replay_many(body: s.ReplayIn,
                           who: Annotated[Principal, Depends(need("replay"))]) -> Any:
         """Replay every event matching all given fields; ``dry_run`` only counts."""
@@ -126,11 +136,15 @@ def _event_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> 
         count = await ops.replay(flt, who.name, dry_run=body.dry_run)
         return s.ReplayOut(count=count, dry_run=body.dry_run)
 
-    @api.get("/dead-letters", response_model=s.DeadLetterPage, dependencies=[read])
-    async def dead_letters(source: Text = None, cursor: Cursor = None, limit: Limit = 50) -> Any:
-        """Dead events, newest first, each with its last error class and message."""
-        page = await ops.dead_letters(source, cursor, limit)
-        return s.DeadLetterPage(items=page.items, next_cursor=page.next_cursor)
+    @api.post("/reviews/{review_id}/resolve", response_model=s.ReviewRow,
+              responses={409: {"model": s.Problem, "description": "Not open"}})
+    async def resolve(review_id: Annotated[int, Path(ge=1, le=2**62)], body: s.ResolveIn,
+                      who: Annotated[Principal, Depends(need("replay"))]) -> Any:
+        """Resolve an open review item with a note (audited under the token's name)."""
+        try:
+            return await ops.resolve_review(review_id, who.name, body.note)
+        except ReviewError as exc:
+            raise HTTPException(404 if str(exc).startswith("no ") else 409, str(exc)) from None
 
 
 def _other_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> None:
@@ -149,16 +163,6 @@ def _other_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> 
         """Review items, newest first."""
         page = await ops.reviews(None if status == "all" else status, cursor, limit)
         return s.ReviewPage(items=page.items, next_cursor=page.next_cursor)
-
-    @api.post("/reviews/{review_id}/resolve", response_model=s.ReviewRow,
-              responses={409: {"model": s.Problem, "description": "Not open"}})
-    async def resolve(review_id: Annotated[int, Path(ge=1, le=2**62)], body: s.ResolveIn,
-                      who: Annotated[Principal, Depends(need("replay"))]) -> Any:
-        """Resolve an open review item with a note (audited under the token's name)."""
-        try:
-            return await ops.resolve_review(review_id, who.name, body.note)
-        except ReviewError as exc:
-            raise HTTPException(404 if str(exc).startswith("no ") else 409, str(exc)) from None
 
     @api.get("/subjects/{subject}/timeline", response_model=s.TimelineOut, dependencies=[read])
     async def timeline(subject: Annotated[str, Path(max_length=300, pattern=r"^[^\x00/]+$")],
