@@ -79,11 +79,11 @@ class MemoryReads:
             found[(r.source, r.secret_index)] = (count + 1, max(last, r.received_at))
         return [SecretUse(s, i, n, at) for (s, i), (n, at) in sorted(found.items())]
 
-    async def request_counts(self, since: datetime) -> list[RequestCount]:
-        """Request-log rows since ``since`` by source, outcome and cause."""
+    async def rejection_counts(self, since: datetime) -> list[RequestCount]:
+        """Rejected rows since ``since`` by source and cause."""
         found: dict[tuple[str, str, str], tuple[int, datetime]] = {}
         for r in self.requests:
-            if r.received_at >= since:
+            if r.received_at >= since and r.outcome == "rejected":
                 count, last = found.get((r.source, r.outcome, r.cause), (0, r.received_at))
                 found[(r.source, r.outcome, r.cause)] = (count + 1, max(last, r.received_at))
         return [RequestCount(s, o, c, n, at) for (s, o, c), (n, at) in sorted(found.items())]

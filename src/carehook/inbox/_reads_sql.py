@@ -97,11 +97,11 @@ class SqlReads:
         return [SecretUse(r[0], int(r[1]), int(r[2]), self._from_db(r[3]))
                 for r in await self._rows(sql, [])]  # fmt: skip
 
-    async def request_counts(self, since: datetime) -> list[RequestCount]:
-        """Request-log rows since ``since`` by source, outcome and cause."""
+    async def rejection_counts(self, since: datetime) -> list[RequestCount]:
+        """Rejected rows since ``since`` by source and cause (the partial index of rejections)."""
         sql = ("SELECT source, outcome, cause, count(*), max(received_at) FROM requests"  # noqa: S608
-               f" WHERE received_at >= {self._mark} GROUP BY source, outcome, cause"
-               " ORDER BY source, outcome, cause")  # fmt: skip
+               f" WHERE outcome = 'rejected' AND received_at >= {self._mark}"
+               " GROUP BY source, outcome, cause ORDER BY source, outcome, cause")  # fmt: skip
         rows = await self._rows(sql, [self._to_db(since)])
         return [RequestCount(r[0], r[1], r[2], int(r[3]), self._from_db(r[4])) for r in rows]
 

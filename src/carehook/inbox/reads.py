@@ -54,7 +54,8 @@ class SecretUse:
 
 @dataclass(frozen=True, slots=True)
 class RequestCount:
-    """Request-log rows of one (source, outcome, cause) since a time, and the newest's time."""
+    """Request-log rows of one (source, outcome, cause) since a time, and the newest's time
+    (the outcome is ``rejected``: the only refusal the request log holds)."""
 
     source: str
     outcome: str
@@ -110,8 +111,8 @@ class AdminReads(Protocol):
         """Per source and secret index: stored events it verified and the newest one's time."""
         ...
 
-    async def request_counts(self, since: datetime) -> list[RequestCount]:
-        """Request-log rows received at or after ``since``, counted by source, outcome, cause."""
+    async def rejection_counts(self, since: datetime) -> list[RequestCount]:
+        """Rejected request-log rows received at or after ``since``, by source and cause."""
         ...
 
     async def request_rate(self, since: datetime) -> list[RateBucket]:

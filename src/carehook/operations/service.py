@@ -33,8 +33,6 @@ from carehook.operations.timeline import build_timeline
 T = TypeVar("T")
 #: the statuses a replay filter may name (processing and unhandled events are never replayed)
 REPLAYABLE_STATUSES = ("pending", "retrying", "done", "dead")
-#: request-log outcomes that stored (or recognised) an event
-ACCEPTED_OUTCOMES = ("accepted", "duplicate")
 RATE_MINUTES = 60
 
 
@@ -139,7 +137,7 @@ class Operations:
         """Each source: vendor, endpoint, per-secret last match, last accepted and rejected
         times, rejections by cause over 24 h."""
         usage = await self.store.secret_usage()
-        counts = await self.store.request_counts(self._clock() - timedelta(hours=24))
+        counts = await self.store.rejection_counts(self._clock() - timedelta(hours=24))
         return source_statuses(self.sources, usage, counts)
 
     async def overview(self) -> Overview:
@@ -149,7 +147,7 @@ class Operations:
         buckets = await self.store.request_rate(start)
         counts = await self.store.status_counts()
         oldest = await self.store.oldest_waiting()
-        recent = await self.store.request_counts(now - timedelta(hours=24))
+        recent = await self.store.rejection_counts(now - timedelta(hours=24))
         return Overview(
             at=now, rates=_series(buckets, start), status_counts=counts,
             queue_depth=counts.get("pending", 0) + counts.get("retrying", 0),
@@ -171,9 +169,8 @@ def rejections(counts: list[RequestCount]) -> dict[str, dict[str, int]]:
     """Rejected requests by source, then cause."""
     out: dict[str, dict[str, int]] = {}
     for c in counts:
-        if c.outcome not in ACCEPTED_OUTCOMES:
-            by_cause = out.setdefault(c.source, {})
-            by_cause[c.cause or c.outcome] = by_cause.get(c.cause or c.outcome, 0) + c.count
+        by_cause = out.setdefault(c.source, {})
+        by_cause[c.cause or c.outcome] = by_cause.get(c.cause or c.outcome, 0) + c.count
     return out
 
 

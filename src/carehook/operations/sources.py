@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from carehook.inbox.reads import RequestCount, SecretUse
 from carehook.operations.models import SecretStatus, SourceConfig, SourceStatus
 
-_ACCEPTED = ("accepted", "duplicate")
-
 
 def source_statuses(
     sources: Sequence[SourceConfig], usage: Sequence[SecretUse], counts: Sequence[RequestCount]
 ) -> list[SourceStatus]:
-    """Configured sources first (in config order), then sources seen only in the store."""
+    """Configured sources first (in config order), then sources seen only in the store;
+    ``counts`` are rejections (:meth:`carehook.inbox.reads.AdminReads.rejection_counts`)."""
     names = [s.name for s in sources]
     names += sorted({u.source for u in usage} - set(names))
     known = {s.name: s for s in sources}
@@ -32,17 +31,16 @@ def _status(
         for i in sorted(set(range(configured)) | set(by_index))
     ]  # fmt: skip
     last = max(usage, key=lambda u: u.last_matched_at, default=None)
-    rejected = [c for c in counts if c.outcome not in _ACCEPTED]
     by_cause: dict[str, int] = {}
-    for c in rejected:
+    for c in counts:
         by_cause[c.cause or c.outcome] = by_cause.get(c.cause or c.outcome, 0) + c.count
-    accepted = [c.last_at for c in counts if c.outcome in _ACCEPTED]
     return SourceStatus(
         name=name, vendor=cfg.vendor if cfg else "", endpoint=cfg.endpoint if cfg else "",
         configured=cfg is not None, secrets=secrets,
         last_matched_index=None if last is None else last.secret_index,
         last_matched_at=None if last is None else last.last_matched_at,
-        last_accepted_at=max([*accepted, *(u.last_matched_at for u in usage)], default=None),
-        last_rejected_at=max((c.last_at for c in rejected), default=None),
+        # the newest stored event (a duplicate is not counted: it stored nothing new)
+        last_accepted_at=None if last is None else last.last_matched_at,
+        last_rejected_at=max((c.last_at for c in counts), default=None),
         rejections_24h=by_cause,
     )  # fmt: skip
