@@ -20,7 +20,7 @@ from carehook.inbox import open_store
 from carehook.inbox.port import InboxStore
 from carehook.inbox.work import WorkStore
 from carehook.observability import Metrics
-from carehook.services import build_services, workflow_config
+from carehook.services import build_services, key_store, workflow_config
 from carehook.settings import Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
@@ -88,7 +88,8 @@ def build_app(
     background: list[Background] = []
     if enabled:
         background = [worker_task(components), build_purger(components).run]
-    return create_app(ingress, components.store, components.metrics, background)
+    jwks = key_store(components.settings).jwks
+    return create_app(ingress, components.store, components.metrics, background, jwks=jwks)
 
 
 def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:

@@ -60,7 +60,8 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def create_app(
-    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = ()
+    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = (),
+    jwks: Callable[[], dict[str, Any]] | None = None,
 ) -> Gateway:
     """The gateway's ASGI app; the store is opened in the lifespan and closed after it.
 
@@ -104,4 +105,13 @@ def create_app(
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/metrics", metrics_route, methods=["GET"]))
+    if jwks is not None:
+        public_keys = jwks
+
+        async def jwks_route(_: Request) -> Response:
+            body = await asyncio.to_thread(public_keys)
+            return JSONResponse(body, headers={"Cache-Control": "max-age=300"},
+                                media_type="application/jwk-set+json")  # fmt: skip
+
+        app.router.routes.append(Route("/.well-known/jwks.json", jwks_route, methods=["GET"]))
     return Gateway(webhooks, app)
