@@ -26,7 +26,9 @@ from carehook.cli_common import (
     table,
     with_store,
 )
+from carehook.cli_ehr import ehr_app
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_keys import keys_app
 from carehook.cli_reviews import reviews_app
 from carehook.cli_sandbox import sandbox
 from carehook.errors import CarehookError, ConfigError
@@ -46,6 +48,8 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ehr_app, name="ehr")
 
 
 @app.callback(invoke_without_command=True)
