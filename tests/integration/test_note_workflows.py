@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -444,3 +448,56 @@ async def _subject_data(gw: Gateway, events: list[Any]) -> list[dict[str, object
         return [await store.subject_data(e.subject) for e in events]
     finally:
         await store.close()
+
+
+# --- a worker killed between the POST and the step's record ----------------------------------
+
+
+def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``carehook worker`` in a subprocess, its output in ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "carehook"), "worker",
+                                 "--config", str(config)], cwd=config.parent, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["conditional", "epic-es384"])
+def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, pg_url: str
+) -> None:
+    """SIGKILL the moment the server stored the note (before it answers): the next worker
+    finds it (If-None-Exist, or the ledger's intent and a search) and creates no second one.
+    (Workers in separate processes: PostgreSQL, what a multi-process deployment uses.)"""
+    worker = "enabled = false\nlease_seconds = 1.0\n"
+    for env in _env(tmp_path, pg_url, monkeypatch, mode, worker):
+        procs: list[subprocess.Popen[bytes]] = []
+
+        def kill(_: dict[str, Any]) -> None:
+            if len(procs) == 1:
+                os.kill(procs[0].pid, signal.SIGKILL)
+
+        env.sandbox.fhir.on_create = kill
+        procs.append(_worker(env.gw.config, tmp_path / "worker1.log"))
+        try:
+            env.send("abridge", "encounter.session.completed", 12)
+            assert procs[0].wait(timeout=60) == -signal.SIGKILL
+            [event] = asyncio.run(_events(env.gw))
+            assert event.status == "processing"  # the step was never recorded
+            procs.append(_worker(env.gw.config, tmp_path / "worker2.log"))
+            [event] = env.settle(1)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        assert event.status == "done"
+        assert len(_docrefs(env)) == 1
+        posts = [r for r in env.sandbox.fhir.requests if r == ("POST", "/DocumentReference")]
+        if mode == "conditional":
+            assert len(posts) == 2  # the second If-None-Exist found the first
+        else:
+            assert len(posts) == 1  # the search found it: no second POST at all
+        [detail] = asyncio.run(_details(env.gw)).values()
+        assert detail["steps"][0][:2] == ("ehr.note.create", "ok")
+        assert "exists" in detail["steps"][0][2]
