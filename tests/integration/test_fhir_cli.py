@@ -65,11 +65,14 @@ def test_keys_new_is_published_listed_and_retired(site: Site) -> None:
     """keys new prints a kid the JWKS serves; keys retire takes it out."""
     code, kid = site.cli("keys", "new", "ehr")
     kid = kid.strip()
-    assert code == 0 and kid
+    assert code == 0
+    assert kid
     jwks = httpx.get(f"{site.gateway}/.well-known/jwks.json").json()
     assert [(k["kid"], k["alg"], k["kty"]) for k in jwks["keys"]] == [(kid, "ES384", "EC")]
     code, listing = site.cli("keys", "ls", "--json")
-    assert code == 0 and kid in listing and '"active": true' in listing
+    assert code == 0
+    assert kid in listing
+    assert '"active": true' in listing
     assert site.cli("keys", "retire", kid)[0] == 0
     assert httpx.get(f"{site.gateway}/.well-known/jwks.json").json() == {"keys": []}
 

@@ -86,6 +86,10 @@ def smart(tmp_path: Path) -> Iterator[Smart]:
             yield Smart(gw, keys, fhir, f"{url}/fhir")
 
 
+def _published(smart: Smart) -> set[str]:
+    return {k["kid"] for k in httpx.get(f"{smart.gw.url}/.well-known/jwks.json").json()["keys"]}
+
+
 def _doc(value: str) -> dict[str, Any]:
     return {"resourceType": "DocumentReference", "status": "current",
             "identifier": [{"system": SYSTEM, "value": value}],
@@ -108,7 +112,8 @@ async def test_a_signed_assertion_gets_a_token_that_writes_and_is_reused(
         client = smart.client(http, alg)
         stored, created = await client.create(_doc("n-1"))
         await client.create(_doc("n-2"))
-    assert created and stored["id"]
+    assert created
+    assert stored["id"]
     assert len(seen) == 1  # one token for both writes
     form = seen[0]
     assert form["grant_type"] == "client_credentials"
@@ -174,7 +179,7 @@ def test_rotation_publishes_the_new_key_before_use_and_retires_the_old(smart: Sm
     """new key → in the JWKS, old still signs and verifies → retire old → new signs, old refused."""
     old, _ = smart.keys.signing_key("ehr", "RS384")
     new = smart.keys.new("ehr", "RS384")
-    published = {k["kid"] for k in httpx.get(f"{smart.gw.url}/.well-known/jwks.json").json()["keys"]}
+    published = _published(smart)
     assert {old.kid, new.kid} <= published
     assert smart.keys.signing_key("ehr", "RS384")[0].kid == old.kid  # the new one waits
     old_assertion = smart.assertion()  # signed by the old key
@@ -183,8 +188,9 @@ def test_rotation_publishes_the_new_key_before_use_and_retires_the_old(smart: Sm
                            audience=smart.token_url, jku=None, now=time.time())  # fmt: skip
     assert smart.token(early).status_code == 200  # published before use: it already verifies
     smart.keys.retire(old.kid)
-    published = {k["kid"] for k in httpx.get(f"{smart.gw.url}/.well-known/jwks.json").json()["keys"]}
-    assert old.kid not in published and new.kid in published
+    published = _published(smart)
+    assert old.kid not in published
+    assert new.kid in published
     assert smart.keys.signing_key("ehr", "RS384")[0].kid == new.kid
     assert smart.token(smart.assertion()).status_code == 200  # signed by the new key
     refused = smart.token(old_assertion)

@@ -471,13 +471,13 @@ def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
     finds it (If-None-Exist, or the ledger's intent and a search) and creates no second one.
     (Workers in separate processes: PostgreSQL, what a multi-process deployment uses.)"""
     worker = "enabled = false\nlease_seconds = 1.0\n"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def kill(_: dict[str, Any]) -> None:
+        if len(procs) == 1:
+            os.kill(procs[0].pid, signal.SIGKILL)
+
     for env in _env(tmp_path, pg_url, monkeypatch, mode, worker):
-        procs: list[subprocess.Popen[bytes]] = []
-
-        def kill(_: dict[str, Any]) -> None:
-            if len(procs) == 1:
-                os.kill(procs[0].pid, signal.SIGKILL)
-
         env.sandbox.fhir.on_create = kill
         procs.append(_worker(env.gw.config, tmp_path / "worker1.log"))
         try:
