@@ -316,6 +316,24 @@ def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(
     assert detail["attempts"] == 4
 
 
+def test_a_patient_the_ehr_does_not_know_is_left_out_visibly(env_modes: Env) -> None:
+    """subject is dropped (not sent dangling) and the step says so; the encounter is kept."""
+    env = env_modes
+    note = env.sandbox.abridge.note_body("ses_000013")
+    note["ehr"]["patient_id"] = "unknown-patient-1"
+    env.sandbox.abridge.set_response("/v1/sessions/ses_000013/note", note)
+    env.send("abridge", "encounter.session.completed", 13)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env)
+    assert "subject" not in doc
+    assert doc["context"]["encounter"][0]["reference"] == f"Encounter/{note['ehr']['encounter_id']}"
+    [detail] = asyncio.run(_details(env.gw)).values()
+    assert detail["steps"][0][1] == "ok"
+    assert "patient skipped: Patient/unknown-patient-1 not found in the EHR" in detail["steps"][0][2]
+    assert ("GET", "/Patient/unknown-patient-1") in env.sandbox.fhir.requests
+
+
 def test_patient_summary_is_pushed_to_the_portal_signed(env: Env) -> None:
     """The summary reaches the portal as a Standard Webhooks request that verifies."""
     env.send("abridge", "patient.summary.ready", 8)

@@ -7,7 +7,8 @@ Interactions, enough for :class:`carehook.connectors.fhir.client.FhirClient`::
     POST /{type}                          create; with If-None-Exist: identifier=<system>|<value>
                                           0 matches -> 201 created, 1 -> 200 the existing, >1 -> 412
     GET  /{type}?identifier=<sys>|<val>   searchset Bundle (no identifier: every resource)
-    GET  /{type}/{id}                     read (404 when unknown)
+    GET  /{type}/{id}                     read (404 when unknown; the fictional
+                                          ``sandbox-patient-*`` / ``sandbox-encounter-*`` exist)
     PUT  /{type}/{id}                     update or create-on-update (201); meta.versionId + 1
 
 Every incoming resource is validated with the ``fhir.resources`` R4B model of its type; an
@@ -62,6 +63,11 @@ FHIR_JSON = "application/fhir+json"
 #: the types the CapabilityStatement lists (any R4B resource type is served)
 LISTED_TYPES = ("DocumentReference", "Composition", "Practitioner", "Patient", "Encounter")
 _FAILURE_CODES = {429: "throttled", 401: "login", 403: "forbidden", 404: "not-found"}
+_FICTIONAL: dict[str, dict[str, Any]] = {
+    "Patient": {"active": True},
+    "Encounter": {"status": "finished", "class": {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}},
+}  # fmt: skip
 _SYSTEM_VALUE = re.compile(r"((?:[^\\|]|\\.)*)\|(.*)", re.DOTALL)
 
 
@@ -241,7 +247,7 @@ class FhirServer:
         if request.method == "PUT":
             return await self._update(request, kind, rid)
         with self._lock:
-            stored = copy.deepcopy(self._store.get(kind, {}).get(rid))
+            stored = copy.deepcopy(self._store.get(kind, {}).get(rid) or self._fictional(kind, rid))
         if stored is None:
             return outcome(404, "not-found")
         return self._answer(request, stored, 200)
@@ -329,6 +335,14 @@ class FhirServer:
             return outcome(400, "invalid", [f"{kind}.resourceType"])
         problems = invalid_locations(body)
         return outcome(400, "invalid", problems) if problems else body
+
+    def _fictional(self, kind: str, rid: str) -> dict[str, Any] | None:
+        """The sandbox's fictional patients and encounters (``sandbox-patient-*``,
+        ``sandbox-encounter-*``: the ids the fake Abridge API hands out) exist once read."""
+        made = _FICTIONAL.get(kind)
+        if made is None or not rid.startswith(f"sandbox-{kind.lower()}-"):
+            return None
+        return self._put(kind, rid, {"resourceType": kind, **made}, version=1)
 
     def _matching(self, kind: str, token: str | None) -> list[dict[str, Any]]:
         """The stored resources with identifier ``token`` (every one when None)."""
