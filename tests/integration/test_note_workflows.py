@@ -329,8 +329,9 @@ def test_a_patient_the_ehr_does_not_know_is_left_out_visibly(env_modes: Env) -> 
     assert "subject" not in doc
     assert doc["context"]["encounter"][0]["reference"] == f"Encounter/{note['ehr']['encounter_id']}"
     [detail] = asyncio.run(_details(env.gw)).values()
-    assert detail["steps"][0][1] == "ok"
-    assert "patient skipped: Patient/unknown-patient-1 not found in the EHR" in detail["steps"][0][2]
+    name, outcome, text = detail["steps"][0]
+    assert (name, outcome) == ("ehr.note.create", "ok")
+    assert "patient skipped: Patient/unknown-patient-1 not found in the EHR" in text
     assert ("GET", "/Patient/unknown-patient-1") in env.sandbox.fhir.requests
 
 
