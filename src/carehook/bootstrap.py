@@ -133,6 +133,7 @@ def worker_task(components: Components, *, concurrency: int | None = None) -> Ba
     async def run(stop: asyncio.Event) -> None:
         service_set = build_services(components.settings)
         try:
+            await service_set.prepare()
             worker = build_worker(components, concurrency=concurrency,
                                   services=service_set.services)  # fmt: skip
             await worker.run(stop)

@@ -23,7 +23,8 @@ from carehook.connectors.forward import WebhookDestination
 from carehook.connectors.healthie import HealthieClient
 from carehook.connectors.notify import AppriseNotifier
 from carehook.connectors.outbound import outbound_client
-from carehook.errors import ConfigError
+from carehook.errors import ConfigError, StepError
+from carehook.observability import get_logger
 from carehook.settings import DestinationSettings, Settings, SourceSettings, resolve_secret
 from carehook.workflows.catalog import ForwardRoute, SourceOptions, WorkflowConfig
 from carehook.workflows.ports import (
@@ -34,6 +35,8 @@ from carehook.workflows.ports import (
     Services,
 )
 
+_log = get_logger("carehook.services")
+
 
 @dataclass(slots=True)
 class ServiceSet:
@@ -42,6 +45,16 @@ class ServiceSet:
     services: Services
     clients: list[httpx.AsyncClient] = field(default_factory=list)
     ledgers: list[SqlWriteLedger] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        """Read the EHR's CapabilityStatement now (at worker start), so the first write does
+        not wait for it; unreachable, it is read again at the first write."""
+        ehr = self.services.ehr
+        if isinstance(ehr, IdempotentEhr):
+            try:
+                await ehr.capabilities()
+            except StepError as exc:
+                _log.warning("fhir.metadata_unavailable", error_class=type(exc).__name__)
 
     async def aclose(self) -> None:
         """Close every HTTP client (and the FHIR write ledger)."""

@@ -20,6 +20,8 @@ from carehook.connectors.fhir.writer import IdempotentEhr, parse_condition
 from carehook.errors import RetryableError
 from carehook.inbox import migrate
 from carehook.sandbox.fhir import FhirServer
+from carehook.services import build_services
+from carehook.settings import load_settings
 from loopback import serve_app
 
 SYSTEM = "urn:carehook:abridge:note"
@@ -200,3 +202,23 @@ async def test_a_refused_post_drops_its_intent(ledger: SqlWriteLedger) -> None:
             _, created = await ehr.create(_doc("n4"), if_none_exist=condition)
     assert created
     assert len(server.resources("DocumentReference")) == 1
+
+
+async def test_the_worker_reads_the_capability_statement_at_start(tmp_path: Path) -> None:
+    """prepare() reads /metadata once; an unreachable EHR does not stop the start."""
+    server = FhirServer(conditional_create=False)
+    with serve_app(Starlette(routes=[Mount("/fhir", app=server.app)])) as url:
+        for base, expect in ((f"{url}/fhir", True), ("http://127.0.0.1:9/fhir", False)):
+            config = tmp_path / f"carehook-{expect}.toml"
+            config.write_text(f'data_dir = "."\n[destinations.ehr]\ntype = "fhir"\n'
+                              f'url = "{base}"\ntoken = "t"\nallow_private = true\n')  # fmt: skip
+            services = build_services(load_settings(config))
+            try:
+                await services.prepare()
+                ehr = services.services.ehr
+                assert isinstance(ehr, IdempotentEhr)
+                if expect:
+                    assert await ehr.create_mode("DocumentReference") == "search-first"
+            finally:
+                await services.aclose()
+    assert server.requests == [("GET", "/metadata")]
