@@ -62,6 +62,10 @@ def _rows(report: dict[str, Any], dest: DestinationSettings) -> list[dict[str, s
         missing = "".join(letter for letter in needs if letter not in ok)
         if missing and scope:
             report["problems"].append(f"scope does not allow {kind}.{missing}")
+        if caps and mode == "search-first" and "c" in needs and not (
+                caps.identifier_search.get(kind)):  # fmt: skip
+            report.setdefault("warnings", []).append(
+                f"{kind}: search-first, but the statement does not declare an identifier search")
         rows.append({"resource": kind, "create": mode if "c" in needs else "-",
                      "needs": needs, "scope allows": ok if scope else "(no scope: not checked)",
                      "missing": missing if scope else ""})  # fmt: skip
@@ -98,6 +102,8 @@ def ehr_check(
                   f"= {dest.conditional_create}", highlight=False)  # fmt: skip
     table("what the gateway will do", _rows(report, dest),
           ["resource", "create", "needs", "scope allows", "missing"])
+    for warning in report.get("warnings", []):
+        out.print(f"WARNING: {warning}", highlight=False, markup=False)
     for problem in report["problems"]:
         out.print(f"PROBLEM: {problem}", highlight=False, markup=False)
     if report["problems"]:

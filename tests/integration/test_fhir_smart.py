@@ -217,6 +217,7 @@ def test_a_key_readable_by_others_is_refused(smart: Smart, tmp_path: Path) -> No
     pem.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
         smart.keys.signing_key("ehr", "RS384")
+    assert info.kid not in _published(smart)  # nor is it published
 
 
 def test_the_jwks_holds_public_parts_only(smart: Smart) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 CreateMode = Literal["conditional", "search-first"]
@@ -37,6 +37,8 @@ class Capabilities:
     conditional: Mapping[str, bool]
     software: str = "unknown"
     fhir_version: str = "unknown"
+    #: per listed type: whether it declares the ``identifier`` search parameter
+    identifier_search: Mapping[str, bool] = field(default_factory=dict)
 
     def create_mode(self, resource_type: str, override: str = "auto") -> CreateMode:
         """How a create of ``resource_type`` is made idempotent on this server."""
@@ -50,6 +52,7 @@ class Capabilities:
 def parse_capabilities(statement: Mapping[str, Any]) -> Capabilities:
     """The :class:`Capabilities` of a CapabilityStatement (unknown shapes: nothing declared)."""
     conditional: dict[str, bool] = {}
+    searchable: dict[str, bool] = {}
     rests = statement.get("rest")
     for rest in rests if isinstance(rests, list) else []:
         if not isinstance(rest, Mapping) or rest.get("mode", "server") != "server":
@@ -58,10 +61,17 @@ def parse_capabilities(statement: Mapping[str, Any]) -> Capabilities:
         for item in resources if isinstance(resources, list) else []:
             if isinstance(item, Mapping) and isinstance(item.get("type"), str):
                 conditional[item["type"]] = item.get("conditionalCreate") is True
+                searchable[item["type"]] = _declares_identifier(item.get("searchParam"))
     software = statement.get("software")
     name = software.get("name") if isinstance(software, Mapping) else None
     version = statement.get("fhirVersion")
-    return Capabilities(conditional, str(name or "unknown"), str(version or "unknown"))
+    return Capabilities(conditional, str(name or "unknown"), str(version or "unknown"),
+                        searchable)  # fmt: skip
+
+
+def _declares_identifier(params: Any) -> bool:
+    listed = params if isinstance(params, list) else []
+    return any(isinstance(p, Mapping) and p.get("name") == "identifier" for p in listed)
 
 
 def allowed(scopes: str | None, resource_type: str, letters: str) -> str:

@@ -107,9 +107,13 @@ class KeyStore:
         """The public JWK Set of every active key (what ``/.well-known/jwks.json`` serves)."""
         keys = []
         for info in self.list():
-            if info.active:
+            if not info.active:
+                continue
+            try:
                 public = self.private_key(info).as_dict(private=False)
-                keys.append({**public, "kid": info.kid, "alg": info.alg, "use": "sig"})
+            except ConfigError:  # a refused key file is not published (nor can it sign)
+                continue
+            keys.append({**public, "kid": info.kid, "alg": info.alg, "use": "sig"})
         return {"keys": keys}
 
     def signing_key(self, destination: str, alg: Alg) -> tuple[KeyInfo, SigningKey]:
