@@ -91,7 +91,7 @@ class SqlWriteLedger:
                                             connect_args={"check_same_thread": False})  # fmt: skip
             fhir_writes.create(self._engine, checkfirst=True)
         elif url.startswith("sqlite"):
-            self._engine = sa.create_engine(url, poolclass=sa.NullPool,
+            self._engine = sa.create_engine(url, pool_size=1, max_overflow=2,
                                             connect_args={"timeout": 10})  # fmt: skip
         else:
             self._engine = sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
