@@ -89,6 +89,13 @@ class Env:
             assert time.monotonic() < deadline, [(e.type, e.status) for e in events]
             time.sleep(0.05)
 
+    def await_capabilities(self) -> None:
+        """Wait until the worker has read the FHIR server's CapabilityStatement at its start."""
+        deadline = time.monotonic() + 30
+        while ("GET", "/metadata") not in self.sandbox.fhir.requests:
+            assert time.monotonic() < deadline, "the worker never read /metadata"
+            time.sleep(0.02)
+
     def resources(self, type_: str) -> list[dict[str, Any]]:
         """The FHIR test server's resources of a type, each validated again."""
         found = self.sandbox.fhir.resources(type_)
@@ -307,6 +314,7 @@ def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(
 ) -> None:
     """Three 503s are retried; the fourth attempt creates the one resource."""
     env = env_modes
+    env.await_capabilities()  # the worker reads /metadata at start: not one of the three
     env.sandbox.fhir.fail_next(3, status=503)
     env.send("abridge", "encounter.session.completed", 5)
     [event] = env.settle(1)
