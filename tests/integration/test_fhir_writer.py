@@ -222,3 +222,21 @@ async def test_the_worker_reads_the_capability_statement_at_start(tmp_path: Path
             finally:
                 await services.aclose()
     assert server.requests == [("GET", "/metadata")]
+
+
+async def test_a_recorded_id_naming_another_resource_is_not_trusted(
+    ledger: SqlWriteLedger,
+) -> None:
+    """After the EHR's url changed, a ledger id that now names another note is not "found"."""
+    server = FhirServer(conditional_create=False)
+    with serve_app(Starlette(routes=[Mount("/fhir", app=server.app)])) as url:
+        ehr, http = _ehr(f"{url}/fhir", ledger, httpx.AsyncHTTPTransport(), [T0.timestamp()])
+        async with http:
+            other, _ = await ehr.create(_doc("someone-else"))
+            key = WriteKey("ehr", "DocumentReference", SYSTEM, "n5")
+            await ledger.written(key, str(other["id"]), T0)  # a stale id from the old server
+            condition = if_none_exist(SYSTEM, "n5")
+            stored, created = await ehr.create(_doc("n5"), if_none_exist=condition)
+    assert created
+    assert stored["id"] != other["id"]
+    assert len(server.resources("DocumentReference")) == 2

@@ -81,6 +81,14 @@ def _refused(exc: StepError) -> bool:
     return _NOT_PROCESSED.search(str(exc)) is not None
 
 
+def _carries(resource: Mapping[str, Any], key: WriteKey) -> bool:
+    """Whether ``resource`` has the identifier ``key`` names (a list, or one Identifier)."""
+    found = resource.get("identifier")
+    return any(isinstance(i, Mapping) and i.get("system") == key.system
+               and i.get("value") == key.value
+               for i in (found if isinstance(found, list) else [found]))  # fmt: skip
+
+
 class IdempotentEhr:
     """A :class:`FhirClient` whose creates never duplicate (implements ``Ehr``)."""
 
@@ -148,9 +156,11 @@ class IdempotentEhr:
         entry = await self._ledger.get(key)
         if entry is not None and entry.server_id is not None:
             try:
-                return await self.client.read(key.resource_type, entry.server_id)
+                stored = await self.client.read(key.resource_type, entry.server_id)
             except PermanentError:
-                pass  # gone (deleted, merged): look for it by identifier
+                stored = None  # gone (deleted, merged): look for it by identifier
+            if stored is not None and _carries(stored, key):
+                return stored  # (an id of another server, after a url change, is not trusted)
         found = await self.client.search(key.resource_type, key.system, key.value)
         if found is not None:
             await self._ledger.written(key, str(found.get("id")), self._now())
