@@ -18,11 +18,12 @@ from joserfc import jws
 from joserfc.jwk import ECKey
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from structlog.testing import capture_logs
 
 from carehook.connectors.fhir.client import FhirClient
 from carehook.connectors.fhir.keys import Alg, KeyStore
 from carehook.connectors.fhir.smart import JWT_BEARER, SmartBackend, sign_assertion
-from carehook.errors import ConfigError
+from carehook.errors import ConfigError, PermanentError
 from carehook.sandbox.fhir import FhirServer
 from loopback import serve_app
 
@@ -228,3 +229,27 @@ def test_the_jwks_holds_public_parts_only(smart: Smart) -> None:
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
         assert key["use"] == "sig"
 
+
+
+async def test_no_assertion_or_access_token_reaches_a_log_or_an_error(smart: Smart) -> None:
+    """Tokens and assertions are credentials: absent from logs and from a refusal's message."""
+    sent: list[str] = []
+
+    async def spy(request: httpx.Request) -> None:
+        sent.append(request.content.decode(errors="replace"))
+
+    with capture_logs() as logs:
+        async with httpx.AsyncClient(event_hooks={"request": [spy]}) as http:
+            await smart.client(http).create(_doc("n-1"))
+            wrong = SmartBackend(CLIENT_ID, lambda: smart.keys.signing_key("ehr", "RS384"),
+                                 jku=f"{smart.gw.url}/.well-known/jwks.json",
+                                 token_url=f"{smart.base}/auth/token?x=1")  # wrong aud
+            with pytest.raises(PermanentError) as refused:
+                await FhirClient(http, smart.base, oauth=wrong).create(_doc("n-2"))
+    assert str(refused.value) == "fhir create DocumentReference: oauth token: 400 (invalid_client)"
+    secrets = list(smart.fhir.issuer.scopes) + [
+        dict(parse_qsl(body))["client_assertion"] for body in sent if "client_assertion" in body]
+    assert len(secrets) == 3  # one access token, two assertions
+    blob = json.dumps(logs, default=str) + str(refused.value) + repr(wrong)
+    for secret in secrets:
+        assert secret not in blob
