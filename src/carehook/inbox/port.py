@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from carehook.envelope import Envelope, RequestRecord
+from carehook.inbox.reads import AdminReads
 from carehook.inbox.work import (
     AttemptRow,
     Claim,
@@ -99,8 +100,9 @@ class AuditRow:
     detail: str
 
 
-class Store(Protocol):
-    """The inbox port: intake (ingress, operators) and work (the worker, purge)."""
+class Store(AdminReads, Protocol):
+    """The inbox port: intake (ingress), work (the worker, purge) and the operator's reads
+    (:class:`carehook.inbox.reads.AdminReads`)."""
 
     async def __aenter__(self) -> Self:
         """``open`` the store."""

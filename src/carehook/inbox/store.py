@@ -26,8 +26,10 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import CryptoError, LeaseLost, ReviewError, UnstorableValue
 from carehook.inbox import _common as c
 from carehook.inbox import _sql as q
+from carehook.inbox._reads_sql import SqlReads
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import ACTION_PAYLOAD_VIEW, AuditRow, EventFilter, EventRow, RequestRow
+from carehook.inbox.reads import EventQuery, RateBucket, RequestCount, RequestQuery, SecretUse
 from carehook.inbox.work import (
     ACTION_REPLAY,
     ACTION_REVIEW_RESOLVE,
@@ -86,6 +88,7 @@ class SqlStore:
         self._clock = clock
         self._signal = WorkSignal()
         self._q = q.Statements(dict(dialect.hints), dialect.greatest)
+        self._reads = SqlReads(dialect)
 
     @property
     def commits(self) -> int:
@@ -462,6 +465,50 @@ class SqlStore:
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
         """Return when new work may be claimable, or after ``timeout`` seconds."""
         await self._d.wait_for_work(self._signal, timeout)
+
+    # -- the operator's reads (carehook.inbox.reads) --------------------------------------------
+
+    async def query_events(self, q: EventQuery) -> list[EventRow]:
+        """Events matching ``q``, newest first, ids below ``q.before``."""
+        return await self._reads.query_events(q)
+
+    async def query_requests(self, q: RequestQuery) -> list[RequestRow]:
+        """Request-log rows matching ``q``, newest first."""
+        return await self._reads.query_requests(q)
+
+    async def query_reviews(
+        self, status: str | None, before: int | None, limit: int
+    ) -> list[ReviewRow]:
+        """Review items, newest first, ids below ``before``."""
+        return await self._reads.query_reviews(status, before, limit)
+
+    async def query_audit(self, before: int | None, limit: int) -> list[AuditRow]:
+        """Audit rows, newest first, ids below ``before``."""
+        return await self._reads.query_audit(before, limit)
+
+    async def status_counts(self) -> dict[str, int]:
+        """Events per status."""
+        return await self._reads.status_counts()
+
+    async def oldest_waiting(self) -> datetime | None:
+        """The oldest pending or retrying event's receipt time."""
+        return await self._reads.oldest_waiting()
+
+    async def last_claim_at(self) -> datetime | None:
+        """The newest attempt's start."""
+        return await self._reads.last_claim_at()
+
+    async def secret_usage(self) -> list[SecretUse]:
+        """Per source and secret index: events verified and the newest one's time."""
+        return await self._reads.secret_usage()
+
+    async def rejection_counts(self, since: datetime) -> list[RequestCount]:
+        """Rejected request-log rows since ``since`` by source and cause."""
+        return await self._reads.rejection_counts(since)
+
+    async def request_rate(self, since: datetime) -> list[RateBucket]:
+        """Request-log rows since ``since`` per minute, source and outcome."""
+        return await self._reads.request_rate(since)
 
     # -- retention ---------------------------------------------------------------------------
 
