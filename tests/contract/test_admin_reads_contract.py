@@ -1,5 +1,5 @@
 """The operator reads (AdminReads): each test runs against the one store on SQLite and
-PostgreSQL, so the one SQL implementation and the fake agree."""
+PostgreSQL, so the rules hold on both databases."""
 
 from __future__ import annotations
 

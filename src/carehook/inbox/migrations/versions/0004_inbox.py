@@ -8,7 +8,7 @@
 - ``probe``: one row that ``ping`` (``/readyz``) rewrites, so readiness proves a write commits.
 
 Revision ID: 0004_inbox
-Revises: 0003
+Revises: 0006_admin (re-chained after 0005_ehr and 0006_admin landed on main)
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_inbox"
-down_revision: str | None = "0003"
+down_revision: str | None = "0006_admin"
 branch_labels: str | None = None
 depends_on: str | None = None
 
