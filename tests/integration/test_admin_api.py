@@ -81,7 +81,7 @@ def test_replay_after_fixing_the_cause_and_the_audit_names_the_token(
     again = api.post(f"/reviews/{seeded.review_id}/resolve", "operator", {"note": "again"})
     assert again.status_code == 409
     audit = api.get("/audit", "auditor").json()["items"]
-    seen = {(a["actor"], a["action"], a["event_id"]) for a in audit}
+    seen = {(a["actor"], a["action"], a["event_pk"]) for a in audit}
     assert ("operator", "event.replay", seeded.dead_pk) in seen
     assert ("viewer", "payload.view", seeded.canary_pk) in seen
     assert any(a["actor"] == "operator" and a["action"] == "review.resolve" for a in audit)
