@@ -31,7 +31,7 @@ run: $(VENV)/.installed
 	$(BIN)/carehook serve
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

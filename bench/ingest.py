@@ -172,7 +172,11 @@ class Bench:
     def fixed_rate(self, a_max: float) -> dict[str, Any]:
         """Ack latency at 50 % of (a)'s maximum, worker on (a) and off (a')."""
         rate = round(a_max / 2)
-        return {key: self.paced(key, rate, self.args.fixed_seconds) for key in ("a", "a'")}
+        out = {}
+        for key in ("a", "a'"):
+            out[key] = self.paced(key, rate, self.args.fixed_seconds)
+            print("  " + _paced_line(key, out[key]), flush=True)
+        return out
 
     def end_to_end(self, a_max: float) -> list[dict[str, Any]]:
         """Receive -> done at each rate of the ladder; stops after the first unsustained one."""
