@@ -121,9 +121,9 @@ def _carehook_config(folder: Path, secret: str, worker: bool, storage: str | Non
     return path
 
 
-def create_pg_database(admin: str) -> str:
+def create_pg_database(admin: str, prefix: str = "carehook_bench_ingest") -> str:
     """A fresh, empty database on the server of ``admin``; its URL."""
-    name = f"carehook_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return admin.rsplit("/", 1)[0] + "/" + name

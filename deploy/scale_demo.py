@@ -59,8 +59,9 @@ def _free_ports(n: int) -> list[int]:
 class Topology:
     """The processes of the demo and the files they share."""
 
-    def __init__(self, work: Path, pg_url: str, secret: str) -> None:
+    def __init__(self, work: Path, pg_url: str, secret: str, workers: int = 2) -> None:
         self.work = work
+        self.workers = workers
         self.pg_url = pg_url
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.config = work / "carehook.toml"
@@ -98,8 +99,12 @@ class Topology:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         proc = self._spawn("nginx", [nginx, "-e", str(prefix / "error.log"), "-p", str(prefix),
                                      "-c", str(prefix / "nginx.conf")])
-        h.wait_up(front, proc)
-        for i in range(2):
+        try:
+            h.wait_up(front, proc)
+        except SystemExit:
+            print((prefix / "error.log").read_text() + (self.work / "nginx.log").read_text())
+            raise
+        for i in range(self.workers):
             self._spawn(f"worker-{i + 1}", [carehook, "worker", "--config", str(self.config)])
         return f"http://127.0.0.1:{front}/webhooks/abridge"
 
@@ -118,8 +123,10 @@ def _query(url: str, sql: str) -> Any:
         return conn.execute(sql).fetchone()
 
 
-def _wait_drained(url: str, timeout: float = 300) -> float:
+def _wait_drained(url: str, workers: int, timeout: float = 300) -> float:
     started = time.monotonic()
+    if not workers:
+        return 0.0
     sql = "SELECT count(*) FROM events WHERE status IN ('pending', 'processing', 'retrying')"
     while _query(url, sql)[0] and time.monotonic() - started < timeout:
         time.sleep(0.25)
@@ -140,20 +147,20 @@ def run_demo(args: argparse.Namespace) -> list[str]:
     work = Path(tempfile.mkdtemp(prefix="carehook-scale-"))
     work.chmod(0o755)
     secret = "demo-" + os.urandom(12).hex()
-    pg_url = t.create_pg_database(args.pg)
-    topo = Topology(work, pg_url, secret)
+    pg_url = t.create_pg_database(args.pg, "carehook_scale_demo")
+    topo = Topology(work, pg_url, secret, args.workers)
     script = work / "wrk.lua"
     script.write_text(h.LUA)
     lines = [f"scale demo, {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {_machine()}",
              "topology: PostgreSQL + nginx -> 2 x `carehook serve --no-worker`, "
-             "2 x `carehook worker` (concurrency 8 each), all on loopback"]
+             f"{args.workers} x `carehook worker` (concurrency 8 each), all on loopback"]
     try:
         url = topo.start()
         flat = work / "flat.tsv"
         h.write_requests(flat, secret, args.requests, "flat" + os.urandom(3).hex())
         started = time.monotonic()
         load = h.run_wrk(url, script, flat, args.seconds, 64)
-        drain = _wait_drained(pg_url)
+        drain = _wait_drained(pg_url, args.workers)
         done = _query(pg_url, "SELECT count(*) FROM events WHERE status = 'done'")[0]
         lines.append(f"flat out (wrk -c64, {args.seconds:.0f} s): {load.rps:,.0f} req/s acked, "
                      f"ack p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms, non-2xx "
@@ -166,7 +173,7 @@ def run_demo(args: argparse.Namespace) -> list[str]:
         h.write_requests(paced, secret, int(args.rate * args.seconds * 1.05) + 500,
                          "paced" + os.urandom(3).hex())
         load = h.run_wrk(url, script, paced, args.seconds, 64, args.rate)
-        _wait_drained(pg_url)
+        _wait_drained(pg_url, args.workers)
         lat = _latencies(pg_url, start_pk)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
         lines.append(f"paced {args.rate:,.0f}/s for {args.seconds:.0f} s: delivered "
@@ -177,7 +184,10 @@ def run_demo(args: argparse.Namespace) -> list[str]:
     finally:
         topo.stop()
         t.drop_pg_database(args.pg, pg_url)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return lines
 
 
@@ -201,6 +211,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rate", type=float, default=1000, help="the paced run's requests/s")
     parser.add_argument("--requests", type=int, default=80_000, help="flat-out request file")
+    parser.add_argument("--workers", type=int, default=2, help="carehook worker processes")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     h.ensure_wrk()
