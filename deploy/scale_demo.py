@@ -142,6 +142,45 @@ def _latencies(url: str, after_pk: int) -> list[float]:
     return sorted(float(r[0]) for r in rows)
 
 
+_BACKLOG = "SELECT count(*) FROM events WHERE status IN ('pending', 'processing', 'retrying')"
+_DONE = "SELECT count(*) FROM events WHERE status = 'done'"
+
+
+def _paced(url: str, script: Path, pg_url: str, secret: str, work: Path,
+           args: argparse.Namespace) -> str:
+    """A steady rate through nginx; ack latency, then receive -> done once drained."""
+    paced = work / "paced.tsv"
+    h.write_requests(paced, secret, int(args.rate * args.seconds * 1.05) + 500,
+                     "paced" + os.urandom(3).hex())
+    load = h.run_wrk(url, script, paced, args.seconds, 64, args.rate)
+    _wait_drained(pg_url, args.workers, args.drain_seconds)
+    lat = _latencies(pg_url, 0)
+    nan = float("nan")
+    p50 = statistics.median(lat) if lat else nan
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else nan
+    return (f"paced {args.rate:,.0f}/s for {args.seconds:.0f} s: delivered {load.rps:,.0f}/s, "
+            f"ack p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms, non-2xx {load.non2xx}; "
+            f"receive->done p50 {p50:.0f} ms p99 {p99:.0f} ms over {len(lat):,} events "
+            f"(backlog left {_query(pg_url, _BACKLOG)[0]})")
+
+
+def _flat_out(url: str, script: Path, pg_url: str, secret: str, work: Path,
+              args: argparse.Namespace) -> str:
+    """Flat out through nginx, then the workers' rate on the backlog it left."""
+    flat = work / "flat.tsv"
+    h.write_requests(flat, secret, args.requests, "flat" + os.urandom(3).hex())
+    load = h.run_wrk(url, script, flat, args.seconds, 64)
+    done0, started = _query(pg_url, _DONE)[0], time.monotonic()
+    _wait_drained(pg_url, args.workers, args.drain_seconds)
+    elapsed = time.monotonic() - started
+    done, left = _query(pg_url, _DONE)[0], _query(pg_url, _BACKLOG)[0]
+    return (f"flat out (wrk -c64, {args.seconds:.0f} s): {load.rps:,.0f} req/s acked, ack p50 "
+            f"{load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms, non-2xx {load.non2xx}, errors "
+            f"{load.errors}; then the {args.workers} workers finished "
+            f"{(done - done0) / elapsed:,.0f} events/s for {elapsed:.0f} s "
+            f"(backlog left {left:,})")
+
+
 def run_demo(args: argparse.Namespace) -> list[str]:
     """Start the topology, load it, collect the figures, stop it."""
     work = Path(tempfile.mkdtemp(prefix="carehook-scale-"))
@@ -156,30 +195,8 @@ def run_demo(args: argparse.Namespace) -> list[str]:
              f"{args.workers} x `carehook worker` (concurrency 8 each), all on loopback"]
     try:
         url = topo.start()
-        flat = work / "flat.tsv"
-        h.write_requests(flat, secret, args.requests, "flat" + os.urandom(3).hex())
-        started = time.monotonic()
-        load = h.run_wrk(url, script, flat, args.seconds, 64)
-        drain = _wait_drained(pg_url, args.workers)
-        done = _query(pg_url, "SELECT count(*) FROM events WHERE status = 'done'")[0]
-        lines.append(f"flat out (wrk -c64, {args.seconds:.0f} s): {load.rps:,.0f} req/s acked, "
-                     f"ack p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms, non-2xx "
-                     f"{load.non2xx}, errors {load.errors}; {done:,} events done "
-                     f"{drain:.1f} s after the load stopped "
-                     f"({done / (time.monotonic() - started):,.0f} events/s, load start to "
-                     "drained)")
-        start_pk = _query(pg_url, "SELECT coalesce(max(id), 0) FROM events")[0]
-        paced = work / "paced.tsv"
-        h.write_requests(paced, secret, int(args.rate * args.seconds * 1.05) + 500,
-                         "paced" + os.urandom(3).hex())
-        load = h.run_wrk(url, script, paced, args.seconds, 64, args.rate)
-        _wait_drained(pg_url, args.workers)
-        lat = _latencies(pg_url, start_pk)
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        lines.append(f"paced {args.rate:,.0f}/s for {args.seconds:.0f} s: delivered "
-                     f"{load.rps:,.0f}/s, ack p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms; "
-                     f"receive->done p50 {statistics.median(lat) if lat else float('nan'):.0f} ms"
-                     f" p99 {p99:.0f} ms over {len(lat):,} events")
+        lines.append(_paced(url, script, pg_url, secret, work, args))
+        lines.append(_flat_out(url, script, pg_url, secret, work, args))
         lines.append("RSS: " + ", ".join(f"{name} {_rss(p.pid):.0f} MB" for name, p in topo.procs))
     finally:
         topo.stop()
@@ -209,7 +226,9 @@ def main() -> None:
     """Parse options, run the demo, print and save the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rate", type=float, default=1000, help="the paced run's requests/s")
+    parser.add_argument("--rate", type=float, default=150, help="the paced run's requests/s")
+    parser.add_argument("--drain-seconds", type=float, default=45,
+                        help="how long to watch the workers drain after each load")
     parser.add_argument("--requests", type=int, default=80_000, help="flat-out request file")
     parser.add_argument("--workers", type=int, default=2, help="carehook worker processes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
