@@ -48,10 +48,11 @@ bench-worker: $(VENV)/.dev-installed
 	$(BIN)/python bench/worker.py
 
 # the benchmarks are not tests: .ci/run never runs them
+APT_GET = apt-get install -y -qq $(1) || (apt-get update -qq && apt-get install -y -qq $(1))
 bench-tools:
-	@command -v wrk >/dev/null || apt-get install -y -qq wrk
-	@command -v redis-server >/dev/null || apt-get install -y -qq redis-server
-	@command -v nginx >/dev/null || apt-get install -y -qq nginx-light
+	@command -v wrk >/dev/null || { $(call APT_GET,wrk); }
+	@command -v redis-server >/dev/null || { $(call APT_GET,redis-server); }
+	@command -v nginx >/dev/null || { $(call APT_GET,nginx-light); }
 
 bench: $(VENV)/.dev-installed bench-tools
 	$(BIN)/python bench/ingest.py
