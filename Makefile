@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit bench-ingest bench-worker clean help bench bench-quick bench-tools scale-demo
+.PHONY: run test lint unit bench-ingest bench-worker bench-transcripts clean help bench bench-quick bench-tools scale-demo
 
 help:
 	@echo "make run    - create .venv, install, start the gateway on 127.0.0.1:8000 (SQLite in ./.carehook/)"
@@ -11,9 +11,10 @@ help:
 	@echo "make lint   - ruff, mypy --strict, import-linter"
 	@echo "make bench-ingest - ingest benchmark against a bare endpoint (needs wrk: apt-get install wrk)"
 	@echo "make bench-worker - worker events/s (SQLite, PostgreSQL 1 and 2 processes), receive-to-done latency"
-	@echo "make bench  - every benchmark (ingest side by side, worker); installs wrk/redis if missing"
+	@echo "make bench  - every benchmark (ingest side by side, worker, transcripts); installs wrk/redis if missing"
 	@echo "make bench-quick - the ingest benchmark's reduced form (< 3 minutes)"
 	@echo "make scale-demo - PostgreSQL, nginx, 2 serve --no-worker, 2 workers on loopback; a load"
+	@echo "make bench-transcripts - WebVTT parse time/memory and the Healthie transcript fetch over loopback"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,12 +58,15 @@ bench-tools:
 bench: $(VENV)/.dev-installed bench-tools
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/transcripts.py
 
 bench-quick: $(VENV)/.dev-installed bench-tools
 	$(BIN)/python bench/ingest.py --quick
 
 scale-demo: $(VENV)/.dev-installed bench-tools
 	$(BIN)/python deploy/scale_demo.py
+bench-transcripts: $(VENV)/.dev-installed
+	$(BIN)/python bench/transcripts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
