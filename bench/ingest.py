@@ -324,15 +324,17 @@ def _soak_lines(s: dict[str, Any], seconds: float) -> list[str]:
 
 
 def save(res: dict[str, Any], lines: list[str]) -> Path:
-    """JSON, text and PNG under bench/results/, stamped and as ingest-latest.*."""
+    """JSON, text and PNG under bench/results/, stamped and as <name>-latest.* (a --quick run
+    is ``ingest-quick``, so it never replaces the full run the README shows)."""
     RESULTS.mkdir(exist_ok=True)
+    name = "ingest-quick" if res["config"]["quick"] else "ingest"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    png = RESULTS / f"ingest-{stamp}.png"
+    png = RESULTS / f"{name}-{stamp}.png"
     render(res, png)
-    (RESULTS / f"ingest-{stamp}.json").write_text(json.dumps(res, indent=1))
-    shutil.copyfile(png, RESULTS / "ingest-latest.png")
-    (RESULTS / "ingest-latest.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "ingest-latest.txt").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(res, indent=1))
+    shutil.copyfile(png, RESULTS / f"{name}-latest.png")
+    (RESULTS / f"{name}-latest.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / f"{name}-latest.txt").write_text("\n".join(lines) + "\n")
     return png
 
 
@@ -364,7 +366,7 @@ def main() -> None:
         shutil.rmtree(bench.work, ignore_errors=True)
     lines = report(res)
     print("\n" + "\n".join(lines), flush=True)
-    print(f"\nsaved {save(res, lines)} (and bench/results/ingest-latest.*)", flush=True)
+    print(f"\nsaved {save(res, lines)} (and its *-latest.* copies)", flush=True)
 
 
 if __name__ == "__main__":
