@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def main() -> None:
         recorder.join()
     finally:
         run.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"({args.target}) {load.rps:,.0f} req/s, p50 {load.p50_ms:.1f} ms, p99 "
           f"{load.p99_ms:.1f} ms while recording")
     print("\n".join(summarize(raw, args.top)))
