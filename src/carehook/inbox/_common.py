@@ -75,8 +75,12 @@ def sqlite_url(path: Path) -> str:
 def ensure_private_file(path: Path) -> None:
     """Create ``path`` (and its directory) readable by its owner only: it holds PHI metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    # Open-and-close only a file that does not exist yet: closing any descriptor of a database
+    # file drops every POSIX lock this process's SQLite connections hold on it (a known SQLite
+    # corruption pattern), so an existing file is only chmod-ed.
+    if not path.exists():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
     # SQLite creates its -wal and -shm files with the database file's mode, so this covers them
     os.chmod(path, 0o600)
 
