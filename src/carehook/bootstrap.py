@@ -83,7 +83,8 @@ def build_app(
 ) -> Gateway:
     """The gateway ASGI app over ``components``, running the worker and the purge timer beside
     the ingress when ``worker`` (default: the ``[worker] enabled`` setting) is true."""
-    ingress = Ingress(components.sources, components.store, components.metrics, clock)
+    ingress = Ingress(components.sources, components.store, components.metrics, clock,
+                      components.settings.server.rejected_log_per_minute)  # fmt: skip
     enabled = components.settings.worker.enabled if worker is None else worker
     background: list[Background] = []
     if enabled:

@@ -36,6 +36,15 @@ def text_problem(value: object, limit: int = MAX_ID) -> str | None:
     return "lone_surrogate" if bad.group() >= "\ud800" else "control_character"
 
 
+def scrub(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters with every unstorable character replaced by ``?``.
+
+    For what carehook writes about a refused request (a source name out of the path, a
+    forwarded address, a cause naming fields) so that the request log can always keep it.
+    """
+    return _UNSTORABLE.sub("?", value[:limit])
+
+
 def check_text(value: object, name: str, limit: int = MAX_ID) -> str:
     """``value`` if it is a storable text, else :class:`UnstorableValue` naming ``name``."""
     problem = text_problem(value, limit)
