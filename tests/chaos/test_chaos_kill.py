@@ -50,13 +50,16 @@ def sandbox() -> Iterator[tuple[Sandbox, str]]:
 
 async def _chaos(procs: list[Proc], restart: Callable[[int], Awaitable[Proc]],
                  stop: asyncio.Event, rng: random.Random, kills: Counter[str]) -> None:  # fmt: skip
-    """Until ``stop``: wait a random moment, kill -9 a random process, restart it."""
+    """Until ``stop``: wait a random moment, kill -9 a process, restart it (the victims go round
+    in a random order, so every process is killed once before any is killed twice)."""
+    victims: list[int] = []
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), rng.uniform(0.3, 2.0))
         except TimeoutError:
             pass
-        i = rng.randrange(len(procs))
+        victims = victims or rng.sample(range(len(procs)), len(procs))
+        i = victims.pop()
         procs[i].kill()
         kills[procs[i].args[0]] += 1
         procs[i] = await restart(i)
@@ -166,6 +169,7 @@ async def test_kill_9_of_serve_and_workers_on_postgresql(
         for proc in procs:
             proc.stop()
     _check("kill-postgresql", vendor, count, events(), box, kills)
+    assert kills["serve"] and kills["worker"], kills
 
 
 def _terminal(events: list[tuple[Any, ...]]) -> int:
