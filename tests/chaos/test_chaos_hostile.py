@@ -177,6 +177,8 @@ def corpus(target: Target) -> list[tuple[str, bytes, bool, float]]:
          + body, True, 0),
         ("unfinished huge header", b"POST /webhooks/abridge HTTP/1.1\r\nx-big: "
          + b"a" * 1_000_000, True, 0),
+        ("16 MiB header", _head("/webhooks/abridge", {**good, "x-big": "a" * (16 << 20)},
+                                len(body)) + body, True, 0),
         ("many headers", _head("/webhooks/abridge", {**good, **{f"x-{i}": "v" for i in
                                                                  range(5000)}}, len(body))
          + body, False, 0),  # genuinely signed, under the header cap: accepted

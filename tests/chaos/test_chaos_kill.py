@@ -50,7 +50,8 @@ def sandbox() -> Iterator[tuple[Sandbox, str]]:
 
 
 async def _chaos(procs: list[Proc], restart: Callable[[int], Awaitable[Proc]],
-                 stop: asyncio.Event, rng: random.Random, kills: Counter[str]) -> None:  # fmt: skip
+                 stop: asyncio.Event, rng: random.Random, kills: Counter[str],
+                 probe: Callable[[], int]) -> None:  # fmt: skip
     """Until ``stop``: wait a random moment, kill -9 a process, restart it (the victims go round
     in a random order, so every process is killed once before any is killed twice)."""
     victims: list[int] = []
@@ -59,13 +60,15 @@ async def _chaos(procs: list[Proc], restart: Callable[[int], Awaitable[Proc]],
             await asyncio.wait_for(stop.wait(), rng.uniform(0.3, 2.0))
         victims = victims or rng.sample(range(len(procs)), len(procs))
         i = victims.pop()
+        kills["unfinished_events_at_kills"] += probe()
         procs[i].kill()
         kills[procs[i].args[0]] += 1
         procs[i] = await restart(i)
 
 
 async def _run(vendor: Vendor, count: int, procs: list[Proc],
-               restart: Callable[[int], Awaitable[Proc]], seed: int) -> Counter[str]:  # fmt: skip
+               restart: Callable[[int], Awaitable[Proc]], seed: int,
+               probe: Callable[[], int]) -> Counter[str]:  # fmt: skip
     stop = asyncio.Event()
     kills: Counter[str] = Counter()
 
@@ -75,7 +78,7 @@ async def _run(vendor: Vendor, count: int, procs: list[Proc],
         finally:
             stop.set()
 
-    await asyncio.gather(send(), _chaos(procs, restart, stop, random.Random(seed), kills))
+    await asyncio.gather(send(), _chaos(procs, restart, stop, random.Random(seed), kills, probe))
     return kills
 
 
@@ -98,7 +101,8 @@ def _check(name: str, vendor: Vendor, count: int, events: list[tuple[Any, ...]],
     assert statuses == Counter({"done": count})
     assert len(docs) == count, "a FHIR write was lost or doubled"
     assert set(notes.values()) == {1}, "a FHIR write was doubled"
-    assert sum(kills.values()) >= 2, "the chaos killed too little to prove anything"
+    assert kills["serve"] + kills["worker"] >= 2, "the chaos killed too little to prove anything"
+    assert kills["unfinished_events_at_kills"], "no kill caught work in flight: it proved nothing"
 
 
 def _sqlite_events(db: Path) -> list[tuple[Any, ...]]:
@@ -121,8 +125,9 @@ async def test_kill_9_of_serve_on_sqlite(tmp_path: Path, sandbox: tuple[Sandbox,
         return await start_serve(tmp_path, config, port, f"serve-{next(restarts)}")
 
     try:
-        kills = await _run(vendor, count, procs, restart, seed=13)
         db = tmp_path / "carehook.db"
+        kills = await _run(vendor, count, procs, restart, seed=13,
+                           probe=lambda: _unfinished(_sqlite_events(db)))  # fmt: skip
         await wait_until(lambda: _terminal(_sqlite_events(db)) >= count, "every event terminal",
                          scale(180, 900))  # fmt: skip
     finally:
@@ -163,7 +168,8 @@ async def test_kill_9_of_serve_and_workers_on_postgresql(
             return conn.execute("SELECT event_id, status FROM events").fetchall()
 
     try:
-        kills = await _run(vendor, count, procs, launch, seed=31)
+        kills = await _run(vendor, count, procs, launch, seed=31,
+                           probe=lambda: _unfinished(events()))  # fmt: skip
         await wait_until(lambda: _terminal(events()) >= count, "every event terminal",
                          scale(180, 900))  # fmt: skip
     finally:
@@ -172,6 +178,10 @@ async def test_kill_9_of_serve_and_workers_on_postgresql(
     _check("kill-postgresql", vendor, count, events(), box, kills)
     assert kills["serve"], kills
     assert kills["worker"], kills
+
+
+def _unfinished(events: list[tuple[Any, ...]]) -> int:
+    return sum(1 for e in events if e[1] not in TERMINAL)
 
 
 def _terminal(events: list[tuple[Any, ...]]) -> int:
