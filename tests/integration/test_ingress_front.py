@@ -167,3 +167,26 @@ def test_a_bug_is_a_500_with_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert (row.status, row.outcome, row.cause) == (500, "error", "internal:RuntimeError")
     finally:
         gen.close()
+
+
+def test_503_while_storage_is_locked_is_counted_not_logged(tmp_path: Path) -> None:
+    """A 503 because the store cannot commit leaves no row (it cannot be written) but is
+    counted in carehook_requests_total{outcome="unavailable"}."""
+    import sqlite3
+
+    gen = start_gateway(write_config(tmp_path / "c.toml", None, NO_WORKER))
+    gw = next(gen)
+    try:
+        body, headers = signed(gw, "abridge", sample("abridge", "encounter.session.failed"))
+        blocker = sqlite3.connect(gw.settings.data_dir / "carehook.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            assert gw.post("abridge", body, headers).status_code == 503
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert asyncio.run(_requests(gw)) == []
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert 'carehook_requests_total{outcome="unavailable",source="abridge"} 1.0' in metrics
+    finally:
+        gen.close()
