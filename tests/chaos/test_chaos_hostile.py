@@ -285,6 +285,28 @@ def generated(target: Target, tally: Tally, client: httpx.Client, examples: int)
     one()
 
 
+def swarm(target: Target, stop: threading.Event, reaped: list[int], size: int = 50) -> None:
+    """``size`` slow-loris connections (a header byte every 0.2 s), each reopened when the
+    server closes it, until ``stop``; ``reaped`` counts the closes."""
+    request = _head("/webhooks/abridge", {"x-pad": "p" * 4000}, 2)
+    socks: list[tuple[socket.socket, int]] = []
+    while not stop.is_set():
+        while len(socks) < size:
+            socks.append((socket.create_connection(("127.0.0.1", target.port)), 0))
+        alive = []
+        for sock, sent in socks:
+            try:
+                sock.send(request[sent:sent + 1])
+                alive.append((sock, sent + 1))
+            except OSError:
+                reaped[0] += 1
+                sock.close()
+        socks = alive
+        time.sleep(0.2)
+    for sock, _ in socks:
+        sock.close()
+
+
 def genuine(target: Target, tally: Tally, count: int) -> None:
     """Valid deliveries sent while the attack runs (each must be acknowledged)."""
     src = target.sources["abridge"]
@@ -312,6 +334,9 @@ def test_hostile_requests(target: Target) -> None:
         generated(target, tally, client, 100)  # warm-up: imports, caches, pools
         baseline = target.proc.rss_kib()
         good = threading.Thread(target=genuine, args=(target, tally, scale(50, 300)))
+        stop, reaped = threading.Event(), [0]
+        loris = threading.Thread(target=swarm, args=(target, stop, reaped))
+        loris.start()
         good.start()
         corpus_share = total * 2 // 5
         for i in range(corpus_share):
@@ -321,6 +346,8 @@ def test_hostile_requests(target: Target) -> None:
             tally.saw(name, raw(target, data, drip=drip), forged)
         generated(target, tally, client, total - corpus_share - 100)
         good.join()
+        stop.set()
+        loris.join()
         final = target.proc.rss_kib()
         health = client.get(f"{target.url}/healthz").status_code
     growth_mb = (final - baseline) / 1024
@@ -330,6 +357,7 @@ def test_hostile_requests(target: Target) -> None:
     figures("hostile", sent=tally.sent, acknowledged=tally.statuses[200], stored=len(stored),
             unstorable_stored=len(unstorable),
             genuine_acknowledged=len(tally.genuine), forged_accepted=len(tally.forged_accepted),
+            slow_loris_reaped=reaped[0],
             **{"5xx": len(tally.server_errors)}, rss_growth_mb=f"{growth_mb:.1f}",
             statuses=dict(sorted(tally.statuses.items())))  # fmt: skip
     assert unstorable == []
@@ -338,3 +366,4 @@ def test_hostile_requests(target: Target) -> None:
     assert health == 200
     assert len(tally.genuine) == scale(50, 300)
     assert growth_mb < 10
+    assert reaped[0] >= 50, "the slow-loris swarm was never timed out"
