@@ -115,8 +115,8 @@ class Ingress:
     clock: Callable[[], float] = time.time
     #: request-log rows of rejected requests per source per minute
     rejected_log_per_minute: int = 600
-    _budget: dict[str, int] = field(default_factory=dict)
-    _minute: int = 0
+    _budget: dict[str, int] = field(default_factory=dict, init=False)
+    _minute: int = field(default=0, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one delivery to ``/webhooks/<source>``."""
