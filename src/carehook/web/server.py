@@ -66,6 +66,10 @@ _TOO_LARGE = _raw_answer(431, "request header fields too large")
 _TIMEOUT = _raw_answer(408, "request timeout")
 
 
+class _HeadersTooLarge(Exception):
+    """Raised inside the parser's callback to stop it at an over-long header block."""
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of :class:`Limits` (see the module doc)."""
 
@@ -102,15 +106,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if self._refusing or self.transport.is_closing():
-            self._refuse_now()
-        elif self._in_headers:
+        if self._refusing:
+            return
+        if self._in_headers:
             if self._header_bytes > self.limits.max_header_bytes:
-                self._refusing = True
-                self._refuse_now()
+                self._close("headers_too_large", _TOO_LARGE)
             elif self._header_bytes:
                 self._arm_header_timer()
-        elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+        elif self._body_timer is None and self.cycle.more_body:
             self._body_timer = self.loop.call_later(
                 self.limits.body_timeout, self._body_timed_out, self.cycle
             )
@@ -126,18 +129,16 @@ class GuardedProtocol(HttpToolsProtocol):
             self.limits.max_header_bytes
         ):
             self._refusing = True
-            return
+            # stops the parser; uvicorn answers a parser error with send_400_response (below)
+            raise _HeadersTooLarge
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        """Pass the body on unless the request is being refused."""
-        if not self._refusing:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        """Mark the body complete unless the request is being refused."""
-        if not self._refusing:
-            super().on_message_complete()
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error, or our 431 when the error is the refusal."""
+        if self._refusing:
+            self._close("headers_too_large", _TOO_LARGE)
+        else:
+            super().send_400_response(msg)
 
     def on_response_complete(self) -> None:
         """Back to waiting for headers: reset the count, stop the body clock."""
@@ -159,7 +160,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _header_timed_out(self, generation: int) -> None:
         self._header_timer = None
-        if generation == self._generation and self._in_headers and not self._refusing:
+        if generation == self._generation and self._in_headers and not (
+            self._refusing or self.transport.is_closing()
+        ):
             self._close("header_timeout", _TIMEOUT if self._header_bytes else b"")
 
     def _body_timed_out(self, cycle: Any) -> None:
@@ -168,9 +171,6 @@ class GuardedProtocol(HttpToolsProtocol):
             cast(dict[str, Any], cycle.scope)[BODY_TIMED_OUT] = True
             self._close("body_timeout", _TIMEOUT)
 
-    def _refuse_now(self) -> None:
-        if self._refusing and not self.transport.is_closing():
-            self._close("headers_too_large", _TOO_LARGE)
 
     def _make_room(self) -> None:
         waiting = [c for c in self.connections
