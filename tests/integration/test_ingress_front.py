@@ -148,6 +148,7 @@ def test_rejected_rows_are_capped_per_source_and_counted(capped: Gateway) -> Non
     metrics = httpx.get(f"{capped.url}/metrics").text
     assert 'carehook_request_log_dropped_total{source="abridge"} 3.0' in metrics
     assert 'carehook_request_log_dropped_total{source="_unknown"} 3.0' in metrics
+    assert 'carehook_requests_total{outcome="rejected_dropped",source="abridge"} 3.0' in metrics
 
 
 def test_a_bug_is_a_500_with_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

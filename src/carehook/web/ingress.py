@@ -197,6 +197,9 @@ class Ingress:
         if status != 503:
             outcome = await self._log_refusal(record.row(status, outcome, cause), record.now)
         self._observe(record.source, outcome, started)
+        if outcome.endswith("_dropped"):  # a flood: counted, neither in the request log nor here
+            await _answer(send, status, _error_body(message), _ALLOW_POST if status == 405 else ())
+            return
         _log.warning(
             "webhook.rejected" if status != 503 else "webhook.unavailable",
             source=record.source, status=status, cause=cause, remote_addr=record.remote_addr,
@@ -215,7 +218,8 @@ class Ingress:
         await _answer(send, 500, _error_body("internal error"))
 
     async def _log_refusal(self, row: RequestRecord, now: float) -> str:
-        """Write ``row`` unless its source is over its budget this minute; the outcome."""
+        """Write ``row`` unless its source is over its budget this minute; the outcome
+        (``<outcome>_dropped`` over the budget, ``<outcome>_unlogged`` if the write failed)."""
         known = row.source if row.source in self.sources else "_unknown"
         minute = int(now // 60)
         if minute != self._minute:
@@ -223,7 +227,7 @@ class Ingress:
         used = self._budget.get(known, 0)
         if used >= self.rejected_log_per_minute:
             self.metrics.request_log_dropped.labels(known).inc()
-            return f"{row.outcome}_unlogged"
+            return f"{row.outcome}_dropped"
         self._budget[known] = used + 1
         try:
             await self.store.log_request(row)
