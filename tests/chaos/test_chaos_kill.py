@@ -115,7 +115,7 @@ async def test_kill_9_of_serve_on_sqlite(tmp_path: Path, sandbox: tuple[Sandbox,
     box, base = sandbox
     config = _config(tmp_path, None, base)
     port = free_port()
-    count = scale(300, 5000)
+    count = scale(200, 5000)
     vendor = Vendor(abridge_source(config), [f"http://127.0.0.1:{port}/webhooks/abridge"],
                     os.urandom(3).hex())  # fmt: skip
     procs = [await start_serve(tmp_path, config, port, "serve-0")]
@@ -149,7 +149,7 @@ async def test_kill_9_of_serve_and_workers_on_postgresql(
     )  # fmt: skip
     assert upgrade.returncode == 0, upgrade.stderr
     ports = [free_port(), free_port()]
-    count = scale(300, 5000)
+    count = scale(200, 5000)
     vendor = Vendor(abridge_source(config),
                     [f"http://127.0.0.1:{p}/webhooks/abridge" for p in ports],
                     os.urandom(3).hex())  # fmt: skip
