@@ -14,16 +14,22 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from carehook.crypto import KeyRing, load_key_ring
 from carehook.inbox import open_store
 from carehook.inbox.port import InboxStore
+from carehook.inbox.reads import AdminReads
 from carehook.inbox.work import WorkStore
-from carehook.observability import Metrics
+from carehook.observability import Metrics, StoreGauges
+from carehook.operations import Operations, source_configs
 from carehook.services import build_services, workflow_config
 from carehook.settings import ServerSettings, Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
+from carehook.web.admin import create_admin
+from carehook.web.admin.auth import session_key
+from carehook.web.admin.listener import admin_listener
 from carehook.web.app import Background, Gateway, create_app
 from carehook.web.ingress import Ingress
 from carehook.web.server import Limits, guarded_protocol
@@ -35,8 +41,8 @@ from carehook.workflows import Router, catalog
 from carehook.workflows.ports import Services
 
 
-class Store(InboxStore, WorkStore, Protocol):
-    """Both halves of the storage port, as every adapter implements them."""
+class Store(InboxStore, WorkStore, AdminReads, Protocol):
+    """Every half of the storage port, as every adapter implements them."""
 
 
 @dataclass(slots=True)
@@ -49,6 +55,8 @@ class Components:
     sources: dict[str, Source]
     metrics: Metrics
     worker_metrics: WorkerMetrics
+    #: events by status, queue depth, oldest waiting, dead letters: read from the store
+    store_gauges: StoreGauges | None = None
 
 
 def build_keyring(settings: Settings) -> KeyRing:
@@ -76,6 +84,7 @@ def build_components(settings: Settings, store: InboxStore | None = None) -> Com
         sources=build_sources(settings, builtin_vendors()),
         metrics=metrics,
         worker_metrics=WorkerMetrics.create(metrics.registry),
+        store_gauges=StoreGauges.create(metrics.registry),
     )
 
 
@@ -90,7 +99,29 @@ def build_app(
     background: list[Background] = []
     if enabled:
         background = [worker_task(components), build_purger(components).run]
-    return create_app(ingress, components.store, components.metrics, background)
+    admin, admin_cfg = build_admin(components), components.settings.admin
+    if admin is not None and admin_cfg.port is not None:  # its own listener
+        background.append(admin_listener(admin, admin_cfg.host or "127.0.0.1", admin_cfg.port))
+        admin = None
+    gauges, store = components.store_gauges, components.store
+    refresh = None if gauges is None else (lambda: gauges.refresh(store))
+    return create_app(ingress, components.store, components.metrics, background, admin=admin,
+                      refresh_metrics=refresh)  # fmt: skip
+
+
+def build_operations(components: Components) -> Operations:
+    """The operator service (CLI, admin API, dashboard) over the components' store."""
+    return Operations(components.store, source_configs(components.settings))
+
+
+def build_admin(components: Components) -> ASGIApp | None:
+    """The admin API and dashboard for the ``/admin`` mount; None (so 404) without a token."""
+    admin = components.settings.admin
+    if not admin.tokens:
+        return None
+    keyring = components.keyring
+    key = session_key(keyring.keys[keyring.active])
+    return create_admin(build_operations(components), admin, key)
 
 
 def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:

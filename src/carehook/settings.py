@@ -194,6 +194,44 @@ class NotificationSettings(BaseModel):
     allow_private: bool = False
 
 
+#: the admin token scopes: metadata, decrypted payloads (audited), replay and resolve, admin
+AdminScope = Literal["read", "payload", "replay", "admin"]
+ADMIN_SCOPES: tuple[str, ...] = ("read", "payload", "replay", "admin")
+
+
+class AdminToken(BaseModel):
+    """One admin API token: ``[[admin.tokens]] name, hash = "sha256:<hex>", scopes``.
+
+    Only the token's SHA-256 is kept (``carehook admin token new`` prints the token once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", repr=False)
+    scopes: list[AdminScope] = Field(min_length=1)
+
+
+class AdminSettings(BaseModel):
+    """The admin API and dashboard: ``[admin]``. Off (404) until a token is configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: a separate listener for /admin (default: the gateway's listener serves it)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    tokens: list[AdminToken] = Field(default_factory=list)
+    #: how long a dashboard login lasts
+    session_minutes: int = Field(default=480, ge=1, le=10080)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[AdminToken]) -> list[AdminToken]:
+        names = [t.name for t in value]
+        if len(names) != len(set(names)):
+            raise ValueError("admin token names must be unique")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -213,6 +251,7 @@ class Settings(BaseSettings):
     channels: dict[str, list[str]] = Field(default_factory=dict, repr=False)
     notifications: NotificationSettings = NotificationSettings()
     routes: list[RouteSettings] = Field(default_factory=list)
+    admin: AdminSettings = AdminSettings()
     #: the gateway's public base URL, for links in alerts (defaults to the server address)
     public_url: str | None = None
 

@@ -59,6 +59,13 @@ requests = sa.Table(
     sa.Column("event_id", sa.Text, nullable=True),
     sa.Index(None, "received_at"),
     sa.Index(None, "source", "id"),
+    # rejected requests only, by time: the operator's rejection counts (migration 0006_admin)
+    sa.Index(
+        "ix_requests_rejected_received_at",
+        "received_at",
+        sqlite_where=sa.text("outcome = 'rejected'"),
+        postgresql_where=sa.text("outcome = 'rejected'"),
+    ),
 )
 
 events = sa.Table(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,7 +61,8 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def create_app(
-    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = ()
+    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = (),
+    admin: ASGIApp | None = None, refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> Gateway:
     """The gateway's ASGI app; the store is opened in the lifespan and closed after it.
 
@@ -99,9 +101,14 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def metrics_route(_: Request) -> Response:
+        if refresh_metrics is not None:  # the store-derived gauges (cached, see StoreGauges)
+            with contextlib.suppress(StorageError):  # gauges keep their last values
+                await refresh_metrics()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/metrics", metrics_route, methods=["GET"]))
+    if admin is not None:  # the admin API and dashboard (absent, so 404, without a token)
+        app.mount("/admin", admin)
     return Gateway(webhooks, app)

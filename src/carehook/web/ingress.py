@@ -196,7 +196,7 @@ class Ingress:
         outcome = "unavailable" if status == 503 else "rejected"
         if status != 503:
             outcome = await self._log_refusal(record.row(status, outcome, cause), record.now)
-        self._observe(record.source, outcome, started)
+        self._observe(record.source, outcome, started, cause)
         if outcome.endswith("_dropped"):  # a flood: counted, neither in the request log nor here
             await _answer(send, status, _error_body(message), _ALLOW_POST if status == 405 else ())
             return
@@ -212,7 +212,7 @@ class Ingress:
         """A bug (not a CarehookError): a 500 with its class in the request log and the log."""
         cause = f"internal:{type(exc).__name__}"
         outcome = await self._log_refusal(record.row(500, "error", cause), record.now)
-        self._observe(record.source, outcome, started)
+        self._observe(record.source, outcome, started, cause)
         _log.error("webhook.error", source=record.source, status=500, cause=cause,
                    event_id=record.event_id, error_class=type(exc).__name__)  # fmt: skip
         await _answer(send, 500, _error_body("internal error"))
@@ -235,9 +235,9 @@ class Ingress:
             return f"{row.outcome}_unlogged"
         return row.outcome
 
-    def _observe(self, source: str, outcome: str, started: float) -> None:
+    def _observe(self, source: str, outcome: str, started: float, cause: str = "") -> None:
         known = source if source in self.sources else "_unknown"
-        self.metrics.observe_request(known, outcome, time.perf_counter() - started)
+        self.metrics.observe_request(known, outcome, time.perf_counter() - started, cause)
 
 
 class _Record:
