@@ -23,7 +23,7 @@ from carehook.inbox.reads import AdminReads
 from carehook.inbox.work import WorkStore
 from carehook.observability import Metrics, StoreGauges
 from carehook.operations import Operations, source_configs
-from carehook.services import build_services, workflow_config
+from carehook.services import build_services, key_store, workflow_config
 from carehook.settings import ServerSettings, Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
@@ -105,8 +105,9 @@ def build_app(
         admin = None
     gauges, store = components.store_gauges, components.store
     refresh = None if gauges is None else (lambda: gauges.refresh(store))
+    jwks = key_store(components.settings).jwks
     return create_app(ingress, components.store, components.metrics, background, admin=admin,
-                      refresh_metrics=refresh)  # fmt: skip
+                      refresh_metrics=refresh, jwks=jwks)  # fmt: skip
 
 
 def build_operations(components: Components) -> Operations:
@@ -165,6 +166,7 @@ def worker_task(components: Components, *, concurrency: int | None = None) -> Ba
     async def run(stop: asyncio.Event) -> None:
         service_set = build_services(components.settings)
         try:
+            await service_set.prepare()
             worker = build_worker(components, concurrency=concurrency,
                                   services=service_set.services)  # fmt: skip
             await worker.run(stop)

@@ -27,7 +27,9 @@ from carehook.cli_common import (
     table,
     with_operations,
 )
+from carehook.cli_ehr import ehr_app
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_keys import keys_app
 from carehook.cli_register import register
 from carehook.cli_reviews import reviews_app
 from carehook.cli_sandbox import sandbox
@@ -51,6 +53,8 @@ app.add_typer(reviews_app, name="reviews")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(sources_app, name="sources")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ehr_app, name="ehr")
 
 
 @app.callback(invoke_without_command=True)

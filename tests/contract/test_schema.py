@@ -14,7 +14,8 @@ from carehook.inbox import migrate
 from carehook.inbox._common import sqlalchemy_url
 from carehook.inbox.schema import metadata
 
-TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline"}
+TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline",
+          "fhir_writes"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -63,6 +63,7 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 def create_app(
     ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = (),
     admin: ASGIApp | None = None, refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    jwks: Callable[[], dict[str, Any]] | None = None,
 ) -> Gateway:
     """The gateway's ASGI app; the store is opened in the lifespan and closed after it.
 
@@ -111,4 +112,13 @@ def create_app(
     app.router.routes.append(Route("/metrics", metrics_route, methods=["GET"]))
     if admin is not None:  # the admin API and dashboard (absent, so 404, without a token)
         app.mount("/admin", admin)
+    if jwks is not None:
+        public_keys = jwks
+
+        async def jwks_route(_: Request) -> Response:
+            body = await asyncio.to_thread(public_keys)
+            return JSONResponse(body, headers={"Cache-Control": "max-age=300"},
+                                media_type="application/jwk-set+json")  # fmt: skip
+
+        app.router.routes.append(Route("/.well-known/jwks.json", jwks_route, methods=["GET"]))
     return Gateway(webhooks, app)

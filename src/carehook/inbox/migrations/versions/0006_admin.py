@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_admin"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005_ehr"
 branch_labels: str | None = None
 depends_on: str | None = None
 
