@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import from_json
 from starlette.types import Receive, Scope, Send
 
 from carehook.envelope import Envelope, RequestRecord, SignedRequest, scrub
@@ -309,13 +310,23 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if head.startswith(_NOT_PLAIN_UTF8) or b"\x00" in head:
         raise PayloadError("utf8_bom" if head.startswith(b"\xef\xbb\xbf") else "not_utf8")
     try:
-        payload = json.loads(body.decode())
+        # the fast path (pydantic-core's parser, about twice json.loads's speed); it is stricter
+        # than json.loads (lone surrogates), so any body it refuses is decided by json.loads
+        payload = from_json(body, cache_strings="keys")
+    except ValueError:
+        payload = _json_loads(body)
+    if not isinstance(payload, dict):
+        raise PayloadError("not_an_object")
+    return payload
+
+
+def _json_loads(body: bytes) -> Any:
+    """The reference parser: json.loads of strict UTF-8, its failures named as causes."""
+    try:
+        return json.loads(body.decode())
     except UnicodeDecodeError as exc:
         raise PayloadError("not_utf8") from exc
     except ValueError as exc:
         raise PayloadError("invalid_json") from exc
     except RecursionError as exc:
         raise PayloadError("json_too_deep") from exc
-    if not isinstance(payload, dict):
-        raise PayloadError("not_an_object")
-    return payload
