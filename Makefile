@@ -3,12 +3,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit bench-ingest bench-worker bench-transcripts clean help bench bench-quick bench-tools scale-demo
+.PHONY: run test lint unit chaos bench-ingest bench-worker bench-transcripts clean help bench bench-quick bench-tools scale-demo
 
 help:
 	@echo "make run    - create .venv, install, start the gateway on 127.0.0.1:8000 (SQLite in ./.carehook/)"
 	@echo "make test   - install the dev extras, lint, and run the whole test suite"
 	@echo "make lint   - ruff, mypy --strict, import-linter"
+	@echo "make chaos  - the full chaos suite (tests/chaos; make test runs its short version)"
 	@echo "make bench-ingest - ingest benchmark against a bare endpoint (needs wrk: apt-get install wrk)"
 	@echo "make bench-worker - worker events/s (SQLite, PostgreSQL 1 and 2 processes), receive-to-done latency"
 	@echo "make bench  - every benchmark (ingest side by side, worker, transcripts); installs wrk/redis if missing"
@@ -41,6 +42,9 @@ test: $(VENV)/.dev-installed lint
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest tests/unit -q
+
+chaos: $(VENV)/.dev-installed
+	CAREHOOK_CHAOS_FULL=1 $(BIN)/pytest tests/chaos -m chaos -s -q
 
 bench-ingest: $(VENV)/.dev-installed bench-tools
 	$(BIN)/python bench/ingest.py

@@ -21,7 +21,7 @@ from carehook.inbox.port import Store
 from carehook.observability import Metrics, StoreGauges
 from carehook.operations import Operations, source_configs
 from carehook.services import build_services, key_store, workflow_config
-from carehook.settings import Settings, SourceSettings
+from carehook.settings import ServerSettings, Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
 from carehook.web.admin import create_admin
@@ -29,6 +29,7 @@ from carehook.web.admin.auth import session_key
 from carehook.web.admin.listener import admin_listener
 from carehook.web.app import Background, Gateway, create_app
 from carehook.web.ingress import Ingress
+from carehook.web.server import Limits, guarded_protocol
 from carehook.worker.engine import Worker, utcnow
 from carehook.worker.metrics import WorkerMetrics
 from carehook.worker.policy import RetryPolicy
@@ -84,7 +85,8 @@ def build_app(
 ) -> Gateway:
     """The gateway ASGI app over ``components``, running the worker and the purge timer beside
     the ingress when ``worker`` (default: the ``[worker] enabled`` setting) is true."""
-    ingress = Ingress(components.sources, components.store, components.metrics, clock)
+    ingress = Ingress(components.sources, components.store, components.metrics, clock,
+                      components.settings.server.rejected_log_per_minute)  # fmt: skip
     enabled = components.settings.worker.enabled if worker is None else worker
     background: list[Background] = []
     if enabled:
@@ -185,15 +187,21 @@ def build_purger(components: Components) -> Purger:
     )
 
 
-def server_config(app: Gateway, host: str, port: int) -> uvicorn.Config:
-    """How carehook runs under uvicorn.
+def server_config(
+    app: Gateway, host: str, port: int, server: ServerSettings | None = None,
+    metrics: Metrics | None = None,
+) -> uvicorn.Config:
+    """How carehook runs under uvicorn: httptools behind the guard of ``[server]``'s bounds.
 
     ``proxy_headers`` is off: uvicorn would otherwise take X-Forwarded-For from any loopback
     peer, while carehook reads it only behind each source's explicit ``trusted_proxies``.
+    See :mod:`carehook.web.server` for the header cap, timeouts and connection cap.
     """
+    limits = Limits.of(server or ServerSettings())
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
-        proxy_headers=False, lifespan="on",
+        proxy_headers=False, lifespan="on", http=guarded_protocol(limits, metrics),
+        limit_concurrency=None,
     )  # fmt: skip
 
 

@@ -117,7 +117,8 @@ def serve(
     )  # fmt: skip
     gateway = build_app(components, worker=worker)
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown, which stops the worker gracefully
-    uvicorn.Server(server_config(gateway, bind_host, bind_port)).run()
+    uvicorn.Server(server_config(gateway, bind_host, bind_port, settings.server,
+                                 components.metrics)).run()  # fmt: skip
 
 
 @app.command("worker")

@@ -9,7 +9,9 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     ├── RequestRejected                refused before verification
     │   ├── AddressNotAllowed          remote address outside allow_ips    (403)
     │   ├── BodyTooLarge               over the source's max_body_bytes    (413)
-    │   └── UnsupportedMediaType       not application/json                (415)
+    │   ├── UnsupportedMediaType       not application/json                (415)
+    │   ├── MethodNotAllowed           not POST                            (405)
+    │   └── RequestTimedOut            the body did not arrive in time     (408)
     ├── VerificationError              signature / timestamp refused       (401)
     ├── PayloadError                   signed, but not a JSON object       (400)
     │   ├── PayloadValidationError     fails the vendor's payload model    (422)
@@ -72,6 +74,18 @@ class UnsupportedMediaType(RequestRejected):
     """The request's content type is not JSON."""
 
     cause = "unsupported_media_type"
+
+
+class MethodNotAllowed(RequestRejected):
+    """A webhook endpoint was called with another method than POST."""
+
+    cause = "method_not_allowed"
+
+
+class RequestTimedOut(RequestRejected):
+    """The request's body did not arrive within the server's body timeout."""
+
+    cause = "body_timeout"
 
 
 class VerificationError(CarehookError):

@@ -84,6 +84,10 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     ack_seconds: Histogram
+    #: request-log rows of rejected requests not written (over the per-source cap), by source
+    request_log_dropped: Counter
+    #: connections closed by the server guard, by reason (header_timeout, headers_too_large ...)
+    connections_refused: Counter
     _children: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict)
     #: requests by source, outcome and cause; verification failures by source and reason
     causes: Counter | None = None
@@ -129,6 +133,18 @@ class Metrics:
                 "Time from request start to answer, by outcome",
                 ["outcome"],
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+                registry=registry,
+            ),
+            request_log_dropped=Counter(
+                "carehook_request_log_dropped_total",
+                "Rejected requests not written to the request log (per-source cap), by source",
+                ["source"],
+                registry=registry,
+            ),
+            connections_refused=Counter(
+                "carehook_connections_refused_total",
+                "Connections closed by the server guard, by reason",
+                ["reason"],
                 registry=registry,
             ),
             causes=Counter(

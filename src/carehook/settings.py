@@ -103,6 +103,16 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: the largest request line plus header block, in bytes: 431 above it
+    max_header_bytes: int = Field(default=65536, ge=4096)
+    #: seconds for a request's headers to arrive (an idle new connection is closed after it)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: seconds for a request's body to arrive once its headers have (408 after it)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: open connections at most; at the cap the oldest one still sending headers is closed
+    max_connections: int = Field(default=1000, ge=2)
+    #: request-log rows of rejected requests per source per minute; more are only counted
+    rejected_log_per_minute: int = Field(default=600, ge=0)
 
 
 class WorkerSettings(BaseModel):

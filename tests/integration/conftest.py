@@ -70,8 +70,10 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def start_gateway(config: Path) -> Iterator[Gateway]:
     """Run the app of ``config`` under uvicorn on a free port until the generator is closed."""
     settings = load_settings(config)
-    app = build_app(build_components(settings))
-    with serve_config(server_config(app, "127.0.0.1", free_port())) as url:
+    components = build_components(settings)
+    app = build_app(components)
+    config = server_config(app, "127.0.0.1", free_port(), settings.server, components.metrics)
+    with serve_config(config) as url:
         yield Gateway(url, settings, config)
 
 

@@ -19,6 +19,11 @@ BODIES = [
 
 
 def _reference(body: bytes) -> object:
+    # RFC 8259: UTF-8 only; json.loads would also take a BOM, UTF-16 and UTF-32 (issue 13)
+    if body.startswith(b"\xef\xbb\xbf"):
+        return "payload:utf8_bom"
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
+        return "payload:not_utf8"
     try:
         value = json.loads(body)
     except UnicodeDecodeError:

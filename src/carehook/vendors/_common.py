@@ -3,6 +3,10 @@
 The one rule here: a :class:`~carehook.errors.PayloadValidationError` names field locations and
 pydantic error types, never an input value (``str(pydantic.ValidationError)`` quotes the input,
 which may be PHI, so it is never used).
+
+Ids, validated (:data:`Id`, :data:`IntOrId`) or read leniently (:func:`entity_id`), follow the
+storable-text rule of :func:`carehook.envelope.check_text`: at most 256 characters, no control
+character, no lone surrogate; an integer id too (a 4,000-digit number is refused).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from pydantic_core import PydanticCustomError
 
+from carehook.envelope import MAX_ID, check_text, text_problem
 from carehook.errors import PayloadValidationError
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -35,10 +41,23 @@ def _as_utc(moment: datetime) -> datetime:
 
 #: an instant given as ISO 8601 or unix seconds (naive means UTC), always returned in UTC
 Moment = Annotated[datetime, AfterValidator(_as_utc)]
-#: an identifier: a non-empty string of bounded length
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-#: an identifier some vendors send as a number
-IntOrId = StrictInt | Id
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise PydanticCustomError(f"unstorable_{problem}", "not a storable text")
+    return value
+
+
+def _short_int(value: int) -> int:
+    if len(str(value)) > MAX_ID:
+        raise PydanticCustomError("unstorable_too_long", "integer id too long")
+    return value
+
+
+#: an identifier: a non-empty storable string of at most 256 characters
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_storable)]
+#: an identifier some vendors send as a number (at most 256 digits)
+IntOrId = Annotated[StrictInt, AfterValidator(_short_int)] | Id
 
 _MOMENT: TypeAdapter[datetime] = TypeAdapter(Moment)
 
@@ -92,13 +111,17 @@ def lenient_moment(value: Any) -> datetime | None:
         return None
 
 
-def entity_id(value: Any) -> str | None:
-    """A usable id out of an unvalidated field (string or integer), else None."""
-    if isinstance(value, bool):
+def entity_id(value: Any, name: str = "id") -> str | None:
+    """An id out of an unvalidated field: None when absent, empty or not a string or integer.
+
+    A string or integer that is present is held to the storable-text rule as strictly as a
+    validated :data:`Id`: :class:`~carehook.errors.UnstorableValue` (naming ``name``) otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
         return None
-    if isinstance(value, int) or (isinstance(value, str) and 0 < len(value) <= 256):
-        return str(value)
-    return None
+    if isinstance(value, int):
+        value = str(value) if value.bit_length() <= 1024 else "x" * (MAX_ID + 1)
+    return check_text(value, name)
 
 
 def iso(now: datetime, timespec: str = "seconds") -> str:

@@ -113,7 +113,7 @@ _ANY = ("session", "note", "provider")
 def _subject(data: Mapping[str, Any], fallback: str, kinds: tuple[str, ...] = _ANY) -> str:
     """The first of ``kinds`` (``session`` -> ``data.session_id`` ...) present in ``data``."""
     for kind in kinds:
-        value = entity_id(data.get(f"{kind}_id"))
+        value = entity_id(data.get(f"{kind}_id"), f"data.{kind}_id")
         if value is not None:
             return f"abridge:{kind}:{value}"
     return fallback
@@ -156,7 +156,7 @@ class AbridgeVendor:
         return ParsedEvent(event.event_id, type_, subject, event.timestamp, handled=True)
 
     def _parse_unknown(self, type_: str, payload: Mapping[str, Any]) -> ParsedEvent:
-        event_id = entity_id(payload.get("event_id"))
+        event_id = entity_id(payload.get("event_id"), "event_id")
         if event_id is None:
             raise PayloadValidationError(f"{self.name} {type_}: event_id: missing")
         data = payload.get("data")

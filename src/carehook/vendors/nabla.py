@@ -195,7 +195,7 @@ class NablaVendor:
         if event_id is None:
             raise PayloadValidationError(f"{self.name} {type_}: id: missing")
         data = payload.get("data")
-        job = entity_id(data.get("id")) if isinstance(data, Mapping) else None
+        job = entity_id(data.get("id"), "data.id") if isinstance(data, Mapping) else None
         subject = f"nabla:job:{job}" if job else f"nabla:event:{event_id}"
         occurred_at = lenient_moment(payload.get("created_at"))
         return ParsedEvent(event_id, type_, subject, occurred_at, handled=False)

@@ -65,7 +65,7 @@ class StandardWebhooksVendor:
         data = payload.get("data", {})
         if not isinstance(data, Mapping):
             raise PayloadValidationError(f"{self.name}: data: dict_type")
-        subject = f"{self.name}:{entity_id(data.get('id')) or type_}"
+        subject = f"{self.name}:{entity_id(data.get('id'), 'data.id') or type_}"
         occurred_at = lenient_moment(payload.get("timestamp"))
         return ParsedEvent(
             _event_id(body, payload, headers),

@@ -1,10 +1,14 @@
 """``POST /webhooks/{source}``: read bytes, verify, parse, commit, answer. Nothing else.
 
-The order of checks: source known (404) → address allowed (403) → declared size (413) →
-content type (415) → body read under the cap (413) → signature on the raw bytes (401) →
-JSON object (400) → vendor payload model (422) → durable commit (200, or 503 so the sender
-retries). Every request leaves one request-log row with its outcome and cause; error bodies are
-generic, and the cause goes to the log and the request log only.
+The order of checks: source known (404) → method POST (405) → address allowed (403) →
+declared size (413) → content type (415) → body read under the cap and the body timeout (413,
+408) → signature on the raw bytes (401) → UTF-8 JSON object, no BOM (400) → vendor payload
+model and storable ids (422) → durable commit (200, or 503 so the sender retries). Every
+request leaves one request-log row with its outcome and cause (a 500 too), except a 503 (the
+store cannot be written; counted in ``carehook_requests_total{outcome="unavailable"}``) and
+rejected requests over ``[server] rejected_log_per_minute`` per source (counted in
+``carehook_request_log_dropped_total``). Error bodies are generic, and the cause goes to the log
+and the request log only.
 
 This is the hot path, so it is a plain ASGI app (as Starlette's own middleware are): no
 Request, Route or Response objects per delivery, headers read once into a dict.
@@ -15,20 +19,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import from_json
 from starlette.types import Receive, Scope, Send
 
-from carehook.envelope import Envelope, RequestRecord, SignedRequest
+from carehook.envelope import Envelope, RequestRecord, SignedRequest, scrub
 from carehook.errors import (
     AddressNotAllowed,
     BodyTooLarge,
     CarehookError,
+    MethodNotAllowed,
     PayloadError,
     PayloadValidationError,
+    RequestTimedOut,
     StorageError,
     UnknownSource,
     UnstorableValue,
@@ -40,12 +46,16 @@ from carehook.observability import Metrics, get_logger
 from carehook.sources import Source, client_address
 
 PREFIX = "/webhooks/"
+#: the scope key the server guard sets when a request's body timed out (``carehook.web.server``)
+BODY_TIMED_OUT = "carehook.body_timed_out"
 
 #: the one mapping from error class to HTTP status and generic body
 STATUS_OF: dict[type[CarehookError], tuple[int, str]] = {
     UnknownSource: (404, "unknown source"),
     AddressNotAllowed: (403, "forbidden"),
     BodyTooLarge: (413, "payload too large"),
+    MethodNotAllowed: (405, "method not allowed"),
+    RequestTimedOut: (408, "request timeout"),
     UnsupportedMediaType: (415, "unsupported media type"),
     VerificationError: (401, "invalid signature"),
     UnstorableValue: (422, "invalid payload"),
@@ -58,6 +68,8 @@ _JSON = "application/json"
 _RECEIVED = b'{"received":true}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _log = get_logger("carehook.ingress")
+_ALLOW_POST = ((b"allow", b"POST"),)
+_RETRY_AFTER = ((b"retry-after", b"5"),)
 
 
 def _status_of(exc: CarehookError) -> tuple[int, str]:
@@ -102,25 +114,26 @@ class Ingress:
     store: InboxStore
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    #: request-log rows of rejected requests per source per minute
+    rejected_log_per_minute: int = 600
+    _budget: dict[str, int] = field(default_factory=dict, init=False)
+    _minute: int = field(default=0, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one delivery to ``/webhooks/<source>``."""
         name = scope["path"][len(PREFIX):]
-        if not name or "/" in name:
-            await _answer(send, 404, _error_body("not found"))
-            return
-        if scope["method"] != "POST":
-            await _answer(send, 405, _error_body("method not allowed"), ((b"allow", b"POST"),))
-            return
         started = time.perf_counter()
         client = scope.get("client")
-        record = _Record(name[:64], client[0] if client else "", self.clock())
+        record = _Record(scrub(name, 64), client[0] if client else "", self.clock())
         headers = _headers(scope)
         try:
             envelope = await self._admit(scope, receive, headers, name, record)
             new = await self.store.accept(envelope, record.row(200, "accepted"))
         except CarehookError as exc:
             await self._refuse(send, exc, record, started)
+            return
+        except Exception as exc:  # a bug still leaves a row and answers 500
+            await self._fail(send, exc, record, started)
             return
         outcome = "accepted" if new else "duplicate"
         self._observe(name, outcome, started)
@@ -138,16 +151,19 @@ class Ingress:
         """Every check up to and including parsing; raises the error that decides the status."""
         source = self.sources.get(name)
         if source is None:
-            raise UnknownSource(name[:64])
-        record.remote_addr = client_address(
-            record.remote_addr, headers.get("x-forwarded-for"), source.trusted_proxies
-        )
+            raise UnknownSource(record.source)
+        if scope["method"] != "POST":
+            raise MethodNotAllowed()
+        if "x-forwarded-for" in headers:
+            record.remote_addr = scrub(client_address(
+                record.remote_addr, headers["x-forwarded-for"], source.trusted_proxies
+            ), 64)  # fmt: skip
         if not source.address_allowed(record.remote_addr):
             raise AddressNotAllowed()
         _check_declared_length(headers, source.max_body_bytes)
         if not _is_json(headers.get("content-type", "")):
             raise UnsupportedMediaType()
-        body = await _read_capped(receive, source.max_body_bytes)
+        body = await _read_capped(scope, receive, source.max_body_bytes)
         record.size = len(body)
         signed = SignedRequest(
             method=scope["method"],
@@ -177,21 +193,48 @@ class Ingress:
         self, send: Send, exc: CarehookError, record: _Record, started: float
     ) -> None:
         status, message = _status_of(exc)
-        cause = _cause_of(exc)
+        cause = scrub(_cause_of(exc), 500)
         outcome = "unavailable" if status == 503 else "rejected"
         if status != 503:
-            try:
-                await self.store.log_request(record.row(status, outcome, cause))
-            except StorageError:
-                outcome = "rejected_unlogged"
+            outcome = await self._log_refusal(record.row(status, outcome, cause), record.now)
         self._observe(record.source, outcome, started, cause)
+        if outcome.endswith("_dropped"):  # a flood: counted, neither in the request log nor here
+            await _answer(send, status, _error_body(message), _ALLOW_POST if status == 405 else ())
+            return
         _log.warning(
             "webhook.rejected" if status != 503 else "webhook.unavailable",
             source=record.source, status=status, cause=cause, remote_addr=record.remote_addr,
             event_id=record.event_id, error_class=type(exc).__name__,
         )  # fmt: skip
-        extra = ((b"retry-after", b"5"),) if status == 503 else ()
+        extra = _RETRY_AFTER if status == 503 else _ALLOW_POST if status == 405 else ()
         await _answer(send, status, _error_body(message), extra)
+
+    async def _fail(self, send: Send, exc: Exception, record: _Record, started: float) -> None:
+        """A bug (not a CarehookError): a 500 with its class in the request log and the log."""
+        cause = f"internal:{type(exc).__name__}"
+        outcome = await self._log_refusal(record.row(500, "error", cause), record.now)
+        self._observe(record.source, outcome, started, cause)
+        _log.error("webhook.error", source=record.source, status=500, cause=cause,
+                   event_id=record.event_id, error_class=type(exc).__name__)  # fmt: skip
+        await _answer(send, 500, _error_body("internal error"))
+
+    async def _log_refusal(self, row: RequestRecord, now: float) -> str:
+        """Write ``row`` unless its source is over its budget this minute; the outcome
+        (``<outcome>_dropped`` over the budget, ``<outcome>_unlogged`` if the write failed)."""
+        known = row.source if row.source in self.sources else "_unknown"
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._budget = minute, {}
+        used = self._budget.get(known, 0)
+        if used >= self.rejected_log_per_minute:
+            self.metrics.request_log_dropped.labels(known).inc()
+            return f"{row.outcome}_dropped"
+        self._budget[known] = used + 1
+        try:
+            await self.store.log_request(row)
+        except Exception:  # the row is best effort: the answer must still go out
+            return f"{row.outcome}_unlogged"
+        return row.outcome
 
     def _observe(self, source: str, outcome: str, started: float, cause: str = "") -> None:
         known = source if source in self.sources else "_unknown"
@@ -233,19 +276,21 @@ def _check_declared_length(headers: Mapping[str, str], cap: int) -> None:
     declared = headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise PayloadError("bad_content_length")
-    if int(declared) > cap:
+    if len(declared) > 18 or int(declared) > cap:
         raise BodyTooLarge()
 
 
-async def _read_capped(receive: Receive, cap: int) -> bytes:
+async def _read_capped(scope: Scope, receive: Receive, cap: int) -> bytes:
     """The body, refusing as soon as more than ``cap`` bytes have arrived."""
     chunks: list[bytes] = []
     total = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if scope.get(BODY_TIMED_OUT):
+                raise RequestTimedOut()
             raise PayloadError("client_disconnected")
         chunk = message.get("body", b"")
         total += len(chunk)
@@ -256,7 +301,14 @@ async def _read_capped(receive: Receive, cap: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+#: what UTF-16/32 or a byte-order mark look like in a body's first bytes (RFC 8259: UTF-8 only)
+_NOT_PLAIN_UTF8 = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
+    head = body[:4]
+    if head.startswith(_NOT_PLAIN_UTF8) or b"\x00" in head:
+        raise PayloadError("utf8_bom" if head.startswith(b"\xef\xbb\xbf") else "not_utf8")
     try:
         # the fast path (pydantic-core's parser, about twice json.loads's speed); it is stricter
         # than json.loads (lone surrogates), so any body it refuses is decided by json.loads
@@ -269,9 +321,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _json_loads(body: bytes) -> Any:
-    """The reference parser: json.loads, its failures named as request-log causes."""
+    """The reference parser: json.loads of strict UTF-8, its failures named as causes."""
     try:
-        return json.loads(body)
+        return json.loads(body.decode())
     except UnicodeDecodeError as exc:
         raise PayloadError("not_utf8") from exc
     except ValueError as exc:
