@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from carehook.inbox.sqlite import SqliteInbox
+from carehook.inbox.store import SqlStore
 
 from .conftest import NO_WORKER, Gateway, start_gateway, write_config
 from .test_ingress import _events, _requests, sample, signed
@@ -159,7 +159,7 @@ def test_a_bug_is_a_500_with_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     gen = start_gateway(write_config(tmp_path / "c.toml", None, NO_WORKER))
     gw = next(gen)
     try:
-        monkeypatch.setattr(SqliteInbox, "accept", broken)
+        monkeypatch.setattr(SqlStore, "accept", broken)
         body, headers = signed(gw, "abridge", sample("abridge", "encounter.session.failed"))
         resp = gw.post("abridge", body, headers)
         assert (resp.status_code, resp.json()) == (500, {"error": "internal error"})
