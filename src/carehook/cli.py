@@ -99,6 +99,7 @@ def serve(
     settings = load_settings(path)
     configure_logging(settings.log_level)
     components = build_components(settings)
+    gateway = build_app(components, worker=worker)  # checks the configuration: fails here
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
     _print_welcome(path, bind_host, bind_port)
@@ -106,7 +107,6 @@ def serve(
         "serve.starting", host=bind_host, port=bind_port, config=str(path),
         storage=settings.storage_url.split(":", 1)[0],
     )  # fmt: skip
-    gateway = build_app(components, worker=worker)
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown, which stops the worker gracefully
     uvicorn.Server(server_config(gateway, bind_host, bind_port)).run()
 

@@ -67,7 +67,10 @@ def build_services(settings: Settings) -> ServiceSet:
                 ehr = _fhir(http, name, dest)
         else:
             secret = resolve_secret(dest.secret or "", f"destinations.{name}.secret")
-            destinations[name] = WebhookDestination(name, http, dest.url, secret)
+            try:
+                destinations[name] = WebhookDestination(name, http, dest.url, secret)
+            except ConfigError as exc:  # its message names no destination: add which one
+                raise ConfigError(f"destinations.{name}.secret: {exc}") from None
     abridge: dict[str, AbridgeApi] = {}
     healthie: dict[str, HealthieApi] = {}
     for name, src in settings.sources.items():
