@@ -86,7 +86,7 @@ class Supervisor:
                     break
                 self._crashed(task.name, "background.exited", "none")
             failures = 1 if time.monotonic() - started >= self._stable else failures + 1
-            await _wait(stop, min(self._cap, self._base * 2 ** (failures - 1)))
+            await _wait(stop, restart_delay(failures, self._base, self._cap))
         self._mark(task.name, up=False)
         self._down.discard(task.name)
 
@@ -100,6 +100,11 @@ class Supervisor:
         self.up.labels(name).set(1 if up else 0)
         if up:
             self._down.discard(name)
+
+
+def restart_delay(failures: int, base: float, cap: float) -> float:
+    """The wait before restarting a task that failed ``failures`` times in a row (from 1)."""
+    return float(min(cap, base * 2 ** max(failures - 1, 0)))
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
