@@ -7,6 +7,9 @@ leases and per-subject claiming keep them apart). The loop:
    own task: decode the payload, route ``(vendor, type)`` to a workflow, skip the steps already
    recorded, run the rest in order and record each (with its timeline entry, atomically), then
    ``complete``;
+   a step that fails after some of its effects took place (:class:`PartialFailure`: an alert
+   that reached 1 of 2 targets) has those parts recorded as ``<step>/<part>``, and its retry
+   gets them in ``StepContext.done`` to skip them;
 2. a failure is classified (:func:`carehook.worker.policy.classify`): retryable and attempts left
    → ``retrying`` after a back-off; otherwise → ``dead``. :class:`~carehook.errors.LeaseLost`
    means another worker owns the event now: the attempt is dropped without a record;
@@ -34,7 +37,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from carehook.errors import LeaseLost, PermanentError, StorageError
+from carehook.errors import LeaseLost, PartialFailure, PermanentError, StorageError
 from carehook.inbox.work import Claim, WorkStore
 from carehook.observability import get_logger
 from carehook.worker.identity import alive_pids, host_identity, new_owner
@@ -50,6 +53,8 @@ _log = get_logger("carehook.worker")
 _MIN_WAIT = 0.02
 #: the least time between a claim that found nothing and the next claim
 _EMPTY_CLAIM_GAP = 0.01
+#: between a step's name and one of its parts in a step record: ``alert.ops/ops[1]``
+PART_SEPARATOR = "/"
 
 
 def utcnow() -> datetime:
@@ -322,7 +327,11 @@ class Worker:
                 await self._store.subject_data(claim.subject) if stateful else {}
             )
             for step in remaining:
-                result = await self._run_step(step, item, state)
+                try:
+                    result = await self._run_step(step, item, state, parts_of(done, step.name))
+                except PartialFailure as exc:
+                    await self._record_parts(claim.pk, step.name, exc.done)
+                    raise
                 await self._store.record_step(
                     claim.pk, self.owner, step.name, result.outcome, result.detail,
                     result.timeline, data=result.state, review=result.review,
@@ -331,11 +340,21 @@ class Worker:
                     state = result.state
         await self._store.complete(claim.pk, self.owner)
 
-    async def _run_step(self, step: Step, item: WorkItem, state: Mapping[str, Any]) -> StepResult:
+    async def _record_parts(self, pk: int, step: str, parts: Collection[str]) -> None:
+        """Record the parts of a failed step that took effect, so its retry skips them."""
+        detail = "took effect; the step retries the rest"
+        for part in sorted(parts):
+            name = f"{step}{PART_SEPARATOR}{part}"
+            await self._store.record_step(pk, self.owner, name, "ok", detail, None)
+
+    async def _run_step(
+        self, step: Step, item: WorkItem, state: Mapping[str, Any], done: frozenset[str]
+    ) -> StepResult:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await step.run(StepContext(item=item, now=self._clock(), state=state))
+            ctx = StepContext(item=item, now=self._clock(), state=state, done=done)
+            result = await step.run(ctx)
             outcome = result.outcome.split(":", 1)[0]
             return result
         finally:
@@ -395,6 +414,12 @@ class Worker:
             return
         self.metrics.finished(claim.source, "released")
         _log.info("worker.event_released", **_ids(claim))
+
+
+def parts_of(finished: Collection[str], step: str) -> frozenset[str]:
+    """The recorded parts of ``step`` among the event's finished step names."""
+    prefix = f"{step}{PART_SEPARATOR}"
+    return frozenset(name[len(prefix):] for name in finished if name.startswith(prefix))
 
 
 def _ids(claim: Claim) -> dict[str, Any]:
