@@ -184,7 +184,7 @@ class Load:
 
     async def _deliver(self, client: httpx.AsyncClient, n: int) -> None:
         event_id, body, headers = self.delivery(n)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:
@@ -332,3 +332,41 @@ def throwaway_cluster() -> Iterator[Cluster]:
         with contextlib.suppress(AssertionError):  # already stopped
             cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- a small filesystem of the test's own --------------------------------------------------------
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str = "4m") -> Iterator[Path]:
+    """``folder`` with a tmpfs of ``size`` mounted on it for the block (unmounted after).
+
+    Where the machine refuses the mount (no root, no CAP_SYS_ADMIN), the test is skipped with
+    the reason, except under CI=true, where it fails: CI must run it.
+    """
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    if done.returncode != 0:
+        reason = f"CANNOT MOUNT A TMPFS HERE ({done.stderr.strip()}): disk-full chaos not run"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30,
+                       check=False)  # fmt: skip
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until the filesystem is full; returns it (delete to free)."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for size in (65536, 4096, 512):  # big chunks first, then the last bytes
+            with contextlib.suppress(OSError):
+                while out.write(b"\0" * size):
+                    pass
+    return filler

@@ -59,7 +59,7 @@ async def test_postgres_down_mid_load_answers_503_and_loses_nothing(tmp_path: Pa
         started_at = time.monotonic()
         await asyncio.sleep(pick(3, 5))
         load.stop_new.set()
-        await sending
+        await asyncio.wait_for(sending, 180)
         ready_after = await asyncio.to_thread(readyz, gateway.url)
         acked = set(load.acked)
 
