@@ -84,7 +84,11 @@ def serve(
         "--worker/--no-worker", help="Run a worker in-process (default: [worker] enabled).",
         show_default=False)] = None,
 ) -> None:
-    """Run the gateway: ingress and, by default, a worker and the retention purge in-process."""
+    """Run the gateway: ingress and, by default, a worker and the retention purge in-process.
+
+    The configuration is checked first: a secret, destination or channel that cannot be
+    resolved stops it before it listens (exit 2, the setting named, never its value).
+    """
     import uvicorn
 
     from carehook.bootstrap import build_app, build_components, server_config
