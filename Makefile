@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint unit bench-ingest bench-worker clean help
+.PHONY: run test lint unit bench-ingest bench-worker bench-transcripts clean help
 
 help:
 	@echo "make run    - create .venv, install, start the gateway on 127.0.0.1:8000 (SQLite in ./.carehook/)"
@@ -11,6 +11,7 @@ help:
 	@echo "make lint   - ruff, mypy --strict, import-linter"
 	@echo "make bench-ingest - ingest benchmark against a bare endpoint (needs wrk: apt-get install wrk)"
 	@echo "make bench-worker - worker events/s (SQLite, PostgreSQL 1 and 2 processes), receive-to-done latency"
+	@echo "make bench-transcripts - WebVTT parse time/memory and the Healthie transcript fetch over loopback"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ bench-ingest: $(VENV)/.dev-installed
 
 bench-worker: $(VENV)/.dev-installed
 	$(BIN)/python bench/worker.py
+
+bench-transcripts: $(VENV)/.dev-installed
+	$(BIN)/python bench/transcripts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,8 +27,10 @@ from carehook.cli_common import (
     with_store,
 )
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_register import register
 from carehook.cli_reviews import reviews_app
 from carehook.cli_sandbox import sandbox
+from carehook.cli_secrets import secrets_app
 from carehook.errors import CarehookError, ConfigError
 from carehook.settings import DEFAULT_CONFIG_PATH, config_path, load_settings
 
@@ -264,6 +266,8 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 app.command()(status)
 app.command()(purge)
 app.command()(sandbox)
+app.command()(register)
+app.add_typer(secrets_app, name="secrets")
 
 
 def main() -> None:

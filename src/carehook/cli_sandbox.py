@@ -1,4 +1,4 @@
-"""``carehook sandbox``: fake Abridge, Healthie and FHIR APIs on loopback, to try workflows.
+"""``carehook sandbox``: fake Abridge, Healthie, OpenEvidence and FHIR APIs on loopback.
 
 The socket is bound before anything is printed, so a busy port fails with uvicorn's one-line
 error instead of a snippet for a server that never started. The URLs go to stderr and the config
@@ -27,7 +27,7 @@ ConfigOpt = Annotated[Path | None, typer.Option(
 
 def sandbox(port: PortOpt = 9000, host: HostOpt = "127.0.0.1", apply: ApplyOpt = False,
             config_file: ConfigOpt = None) -> None:
-    """Serve fake Abridge, Healthie and FHIR APIs on loopback.
+    """Serve fake Abridge, Healthie, OpenEvidence and FHIR APIs on loopback.
 
     Prints the config to point a gateway at them (--apply writes it into the gateway's
     carehook.toml; restart the gateway to use it); runs until Ctrl-C.
@@ -83,6 +83,7 @@ def _announce(base: str, snippet: str) -> None:
         f"  Abridge REST      {urls.abridge}\n"
         f"  Healthie GraphQL  {urls.healthie}\n"
         f"  FHIR R4           {urls.fhir}\n"
+        f"  OpenEvidence      {urls.openevidence}  (webhook registration only)\n"
         "Add this to the gateway's carehook.toml (the comments say where):",
         highlight=False, markup=False, soft_wrap=True,
     )  # fmt: skip

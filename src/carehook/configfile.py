@@ -1,11 +1,17 @@
-"""Writing a first ``carehook.toml``: one source per built-in vendor, fresh random secrets."""
+"""Writing ``carehook.toml``: a first one (one source per built-in vendor, fresh random secrets),
+merged snippets, and a source's secrets (added, retired), always mode 0600."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
+import tempfile
+import tomllib
 from pathlib import Path
+
+from carehook.errors import ConfigError
 
 _HEADER = """\
 # carehook configuration, written by `carehook init` / the first `carehook serve`.
@@ -32,6 +38,11 @@ DEFAULT_SOURCES = (
     ("healthie", "healthie"),
     ("standard-webhooks", "standard-webhooks"),
 )
+
+
+def new_secret(vendor: str) -> str:
+    """A fresh random secret in the form the vendor's scheme expects."""
+    return _secret_for(vendor)
 
 
 def _secret_for(vendor: str) -> str:
@@ -111,3 +122,79 @@ def _table_end(lines: list[str], header_at: int) -> int:
         if lines[i].strip().startswith("["):
             return i
     return len(lines)
+
+
+# -- secrets ------------------------------------------------------------------------------------
+#
+# A source's ``secrets`` list is ordered and its indexes are what the store records as the secret
+# that matched (``secret_index``): ``add`` appends, so existing indexes never change; ``retire``
+# removes one entry, so the entries after it move down by one (retire the oldest, index 0, as a
+# rotation does). Entries are kept as written (``env:NAME`` stays a reference).
+
+
+def source_secrets(path: Path, source: str) -> list[str]:
+    """The ``secrets`` entries of ``[sources.<source>]`` as written in the file."""
+    table = _source_table(tomllib.loads(path.read_text()), source, path)
+    found = table.get("secrets", [])
+    if not isinstance(found, list) or not all(isinstance(s, str) for s in found):
+        raise ConfigError(f"{path}: sources.{source}.secrets must be a list of strings")
+    return list(found)
+
+
+def add_secret(path: Path, source: str, secret: str) -> int:
+    """Append ``secret`` to the source's secrets (kept once); returns its index."""
+    if not secret or secret != secret.strip() or "\n" in secret:
+        raise ConfigError("a secret must be non-empty, one line, without surrounding spaces")
+    current = source_secrets(path, source)
+    if secret in current:
+        return current.index(secret)
+    write_secrets(path, source, [*current, secret])
+    return len(current)
+
+
+def retire_secret(path: Path, source: str, index: int) -> None:
+    """Remove the secret at ``index`` (never the last one: the source would refuse everything)."""
+    current = source_secrets(path, source)
+    if not 0 <= index < len(current):
+        raise ConfigError(f"sources.{source} has no secret {index} (it has {len(current)})")
+    if len(current) == 1:
+        raise ConfigError(f"secret {index} is the only secret of sources.{source}: "
+                          "add its successor first")  # fmt: skip
+    write_secrets(path, source, current[:index] + current[index + 1 :])
+
+
+def write_secrets(path: Path, source: str, secrets_: list[str]) -> None:
+    """Rewrite the source's ``secrets`` line (comments and the rest kept), checked, mode 0600."""
+    line = "secrets = [" + ", ".join(json.dumps(s) for s in secrets_) + "]"
+    merged = merge_tables(path.read_text(), f"[sources.{source}]\n{line}\n")
+    try:
+        written = _source_table(tomllib.loads(merged), source, path).get("secrets")
+    except tomllib.TOMLDecodeError:
+        written = None
+    if written != secrets_:
+        raise ConfigError(f"{path}: cannot rewrite sources.{source}.secrets in place (is it a "
+                          "multi-line array?); write it on one line and try again")  # fmt: skip
+    write_private(path, merged)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically; the file is mode 0600 (it holds secrets)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _source_table(config: dict[str, object], source: str, path: Path) -> dict[str, object]:
+    sources = config.get("sources")
+    table = sources.get(source) if isinstance(sources, dict) else None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} has no [sources.{source}]")
+    return table

@@ -9,6 +9,7 @@ its own client (its own timeout and guard); :meth:`ServiceSet.aclose` closes the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,6 +20,7 @@ from carehook.connectors.forward import WebhookDestination
 from carehook.connectors.healthie import HealthieClient
 from carehook.connectors.notify import AppriseNotifier
 from carehook.connectors.outbound import outbound_client
+from carehook.connectors.webhooks import WebhookRegistrar
 from carehook.errors import ConfigError
 from carehook.settings import DestinationSettings, Settings, SourceSettings, resolve_secret
 from carehook.workflows.catalog import ForwardRoute, SourceOptions, WorkflowConfig
@@ -58,6 +60,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
 def build_services(settings: Settings) -> ServiceSet:
     """Every configured connector (a missing one stays None: its steps say "not configured")."""
     out = ServiceSet(Services(dashboard_url=settings.dashboard_url))
+    quiet_request_logs()
     ehr: Ehr | None = None
     destinations: dict[str, Destination] = {}
     for name, dest in settings.destinations.items():
@@ -74,8 +77,8 @@ def build_services(settings: Settings) -> ServiceSet:
     abridge: dict[str, AbridgeApi] = {}
     healthie: dict[str, HealthieApi] = {}
     for name, src in settings.sources.items():
-        if src.api_url is None:
-            continue
+        if src.api_url is None or src.vendor not in ("abridge", "healthie"):
+            continue  # OpenEvidence's api_url serves registration only (build_registrar)
         http = _client(out, src.api_allow_private, 30.0)
         if src.vendor == "abridge":
             abridge[name] = AbridgeClient(http, src.api_url, _secret(src, name, "api_token"),
@@ -89,6 +92,12 @@ def build_services(settings: Settings) -> ServiceSet:
     out.services = Services(ehr=ehr, abridge=abridge, healthie=healthie, notifier=notifier,
                             destinations=destinations, dashboard_url=settings.dashboard_url)
     return out
+
+
+def quiet_request_logs() -> None:
+    """httpx logs every request's full URL at INFO; some URLs are credentials (Healthie's
+    ``expiring_url`` transcript links), so its logger keeps warnings and errors only."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _client(out: ServiceSet, allow_private: bool, timeout: float) -> httpx.AsyncClient:
@@ -115,3 +124,35 @@ def _fhir(http: httpx.AsyncClient, name: str, dest: DestinationSettings) -> Fhir
             scope=dest.scope,
         )  # fmt: skip
     return FhirClient(http, dest.url, token=token, oauth=oauth, timeout=dest.timeout_seconds)
+
+
+def build_registrar(settings: Settings, name: str) -> tuple[WebhookRegistrar | None, ServiceSet]:
+    """The webhook registrar of source ``name`` (None for Nabla: console only) and the
+    :class:`ServiceSet` holding its HTTP client (close it with ``aclose``)."""
+    from carehook.connectors.abridge import abridge_webhooks
+    from carehook.connectors.healthie import HealthieWebhooks
+    from carehook.connectors.openevidence import openevidence_webhooks
+
+    src = settings.sources.get(name)
+    if src is None:
+        raise ConfigError(f"no source {name!r} in the config")
+    out = ServiceSet(Services())
+    quiet_request_logs()
+    if src.vendor in ("nabla", "standard-webhooks"):
+        return None, out
+    if src.api_url is None and src.vendor != "openevidence":
+        raise ConfigError(f"sources.{name}: api_url is needed to register with {src.vendor}")
+    http = _client(out, src.api_allow_private, 30.0)
+    if src.vendor == "abridge":
+        token = _secret(src, name, "api_token")
+        return abridge_webhooks(http, str(src.api_url), token, src.org_id), out
+    if src.vendor == "openevidence":
+        return openevidence_webhooks(http, src.api_url, _api_token(src, name)), out
+    client = HealthieClient(http, str(src.api_url), _secret(src, name, "api_key"))
+    return HealthieWebhooks(client), out
+
+
+def _api_token(src: SourceSettings, name: str) -> str:
+    if not src.api_token:
+        raise ConfigError(f"sources.{name}: api_token is needed to register with {src.vendor}")
+    return resolve_secret(src.api_token, f"sources.{name}.api_token")

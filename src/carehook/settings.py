@@ -60,7 +60,7 @@ class SourceSettings(BaseModel):
     max_attempts: int = Field(default=12, ge=1, le=1000)
     #: the vendor's API (Abridge REST, Healthie GraphQL): base URL and credentials (``env:``)
     api_url: str | None = None
-    api_token: str | None = Field(default=None, repr=False)  # Abridge bearer token
+    api_token: str | None = Field(default=None, repr=False)  # Abridge / OpenEvidence bearer
     api_key: str | None = Field(default=None, repr=False)  # Healthie API key
     org_id: str | None = None  # Abridge organisation
     #: let ``api_url`` be a loopback or private address (a sandbox, an internal proxy)

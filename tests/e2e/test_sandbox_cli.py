@@ -43,7 +43,7 @@ def test_sandbox_serves_the_fakes_and_prints_a_config(tmp_path: Path) -> None:
     try:
         _wait_until_up(proc, f"{base}/fhir/metadata")
         note = httpx.get(f"{base}/abridge/v1/sessions/ses_e2e/note", timeout=10, headers={
-            "Authorization": "Bearer sandbox-abridge-token", "X-Abridge-Org-Id": "sandbox-org"})
+            "Authorization": "Bearer sandbox-abridge-token", "X-Org-Id": "sandbox-org"})
         assert note.status_code == 200
         assert note.json()["id"] == "note_e2e"
         assert note.json()["sections"]

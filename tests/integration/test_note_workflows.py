@@ -349,6 +349,81 @@ def test_a_healthie_transcript_is_fetched_over_graphql_even_when_rate_limited(en
     assert payload["resource_id"]
 
 
+def test_an_unknown_nabla_section_is_kept_uncoded_through_the_whole_note_path(env: Env) -> None:
+    """Sections with keys carehook does not know (one without a title, one a dot phrase targets)
+    are accepted, filed in the DocumentReference text and kept as uncoded Composition sections."""
+
+    def add_sections(p: dict[str, Any]) -> None:
+        inner = p["data"]["payload"]
+        inner["note"]["sections"] += [
+            {"key": "SLEEP_HYGIENE_COUNSELING", "title": "Sleep hygiene counseling",
+             "text": "Discussed a fixed wake time."},
+            {"key": "DIAGNOSTIC_TESTS_ORDERED", "text": "Fasting lipid panel."},
+        ]
+        inner["suggested_dot_phrases"].append({
+            "dot_phrase": {"id": "dp_new", "trigger": ".stretch", "replacement": "Stretch."},
+            "note_section": {"key": "EXERCISE_PRESCRIPTION"},
+            "text_to_insert": "Daily hamstring stretches.",
+        })  # fmt: skip
+
+    env.send("nabla", "generate_note_async.succeeded", 4, edit=add_sections)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env, "urn:carehook:nabla:note")
+    text = _text(doc)
+    for title, body in [("Sleep hygiene counseling", "Discussed a fixed wake time."),
+                        ("Diagnostic tests ordered", "Fasting lipid panel."),
+                        ("Exercise prescription", "Daily hamstring stretches.")]:  # fmt: skip
+        assert f"{title}\n{body}" in text
+    [comp] = env.resources("Composition")
+    sections = {s.get("title"): s for s in comp["section"]}
+    for title in ("Sleep hygiene counseling", "Diagnostic tests ordered", "Exercise prescription"):
+        assert "code" not in sections[title]
+        assert "emptyReason" not in sections[title]
+    assert "Fasting lipid panel." in sections["Diagnostic tests ordered"]["text"]["div"]
+    assert sections["Chief complaint"]["code"]["coding"][0]["code"] == "10154-3"
+
+
+def test_a_healthie_transcript_is_parsed_from_its_vtt_file_with_speakers(env_any: Env) -> None:
+    """The filed transcript is the processed recording's VTT, items with roles and offsets."""
+    from carehook.sandbox import _healthie_content as content
+
+    env = env_any
+
+    payload = env.send("healthie", "appointment.transcript_available", 12)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    appointment_id = str(payload["resource_id"])
+    [doc] = _docrefs(env, "urn:carehook:healthie:transcript")
+    tid = env.sandbox.healthie.transcript_id(appointment_id, "processed_recording")
+    assert doc["identifier"][0]["value"] == tid
+    body = json.loads(_text(doc))
+    flat = body["items"] if isinstance(body, dict) else body
+    assert [(i["speaker"], i["text"], i["start_ms"], i["end_ms"]) for i in flat] == [
+        tuple(t) for t in content.turns(appointment_id)]
+    assert [status for _, status in env.sandbox.healthie.downloads] == [200]
+
+
+def test_an_expired_transcript_link_is_refreshed_and_never_logged(env: Env) -> None:
+    """The first link is already expired: the step queries again; no link reaches a log line,
+    a step result or the database."""
+    env.sandbox.healthie.expire_next_links(2)
+    with capture_logs() as logs:
+        payload = env.send("healthie", "appointment.transcript_available", 13)
+        [event] = env.settle(1)
+    assert event.status == "done"
+    healthie = env.sandbox.healthie
+    assert [status for _, status in healthie.downloads] == [403, 200]
+    assert healthie.requests == [("appointment", str(payload["resource_id"]))] * 2
+    tokens = healthie.issued_tokens
+    assert len(tokens) == 4  # two links per answer, two answers
+    blob = json.dumps(logs, default=str) + json.dumps(asyncio.run(_details(env.gw)))
+    db = b"".join(p.read_bytes() for p in env.gw.config.parent.glob("carehook.db*"))
+    for token in tokens:
+        assert token not in blob
+        assert token.encode() not in db
+
+
 def test_without_an_ehr_destination_the_note_step_says_not_configured(
     tmp_path: Path,
 ) -> None:

@@ -75,14 +75,31 @@ async def test_abridge_is_mounted(http: httpx.AsyncClient, base_url: str, sandbo
 async def test_healthie_endpoint_is_exact(
     http: httpx.AsyncClient, base_url: str, sandbox: Sandbox
 ) -> None:
-    """/healthie/graphql itself answers the POST (no redirect to a trailing slash)."""
+    """/healthie/graphql itself answers the POST (no redirect to a trailing slash), and the
+    transcript links point at /healthie/files on the same sandbox."""
     client = HealthieClient(http, f"{base_url}/healthie/graphql",
                             sandbox.credentials.healthie_api_key)  # fmt: skip
     appointment = await client.appointment("700001")
-    transcript = await client.transcript("700001")
     assert appointment.appointment_id == "700001"
-    assert transcript.items
+    link = appointment.transcripts[0]
+    assert link.url
+    assert link.url.startswith(f"{base_url}/healthie/files/transcripts/")
+    assert (await client.transcript_file(link)).startswith("WEBVTT")
     assert (await http.get(f"{base_url}/healthie/graphql")).status_code == 405
+
+
+async def test_openevidence_registration_is_served(http: httpx.AsyncClient, base_url: str,
+                                                   sandbox: Sandbox) -> None:  # fmt: skip
+    """/openevidence/v1/webhooks takes the brief's registration body with the bearer token."""
+    body = {"url": "https://gw.example/webhooks/openevidence", "events": ["query.completed"],
+            "secret": "s" * 32}
+    token = {"Authorization": f"Bearer {sandbox.credentials.openevidence_token}"}
+    created = await http.post(f"{base_url}/openevidence/v1/webhooks", json=body, headers=token)
+    assert created.status_code == 201
+    assert "secret" not in created.json()
+    assert (await http.post(f"{base_url}/openevidence/v1/webhooks", json=body)).status_code == 401
+    listed = await http.get(f"{base_url}/openevidence/v1/webhooks", headers=token)
+    assert [w["id"] for w in listed.json()["data"]] == [created.json()["id"]]
 
 
 def test_snippet_is_toml_with_the_sandbox_urls_and_credentials() -> None:
@@ -122,7 +139,13 @@ def test_fakes_are_deterministic_for_any_id() -> None:
             session)
         assert first == second
         assert all(s["text"] for s in first["sections"])
-    assert FakeHealthieApi("k").transcript_body("x1") == FakeHealthieApi("j").transcript_body("x1")
+    assert FakeHealthieApi("k").vtt("x1") == FakeHealthieApi("j").vtt("x1")
+    first = FakeHealthieApi("k").appointment_body("x1")
+    second = FakeHealthieApi("j").appointment_body("x1")
+    for body in (first, second):
+        for t in body["transcripts"]:
+            t.pop("expiring_url")  # a fresh secret link per answer
+    assert first == second
     notes = {FakeAbridgeApi("a").note_body(f"ses_{n}")["title"] for n in range(40)}
     assert len(notes) > 1
 

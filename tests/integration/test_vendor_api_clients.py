@@ -1,4 +1,5 @@
-"""The Abridge and Healthie API clients against the sandbox's fakes, served on 127.0.0.1.
+"""The Abridge API client against the sandbox's fake, served on 127.0.0.1 (Healthie's:
+``test_healthie_client.py``).
 
 Each test gets a fresh fake under uvicorn and a real ``httpx.AsyncClient``; failures are
 injected with the fakes' hooks. Canaries planted in bodies and GraphQL messages prove that no
@@ -15,15 +16,12 @@ import pytest
 
 from carehook.connectors._http import retry_after_seconds
 from carehook.connectors.abridge import AbridgeClient
-from carehook.connectors.healthie import API_VERSION, HealthieClient
 from carehook.errors import PermanentError, RetryableError
 from carehook.sandbox.abridge import FakeAbridgeApi
-from carehook.sandbox.healthie import FakeHealthieApi
 from loopback import free_port, serve_app
 
 TOKEN = "abridge-test-token"
 ORG = "org_test"
-KEY = "healthie-test-key"
 CANARY = "CANARY-Patient-reports-chest-pain-7f3a"
 
 
@@ -51,25 +49,6 @@ def abridge_url(abridge_fake: FakeAbridgeApi) -> Iterator[str]:
 def abridge(http: httpx.AsyncClient, abridge_url: str) -> AbridgeClient:
     """A client with the right credentials."""
     return AbridgeClient(http, abridge_url + "/", TOKEN, ORG)
-
-
-@pytest.fixture
-def healthie_fake() -> FakeHealthieApi:
-    """A fresh fake Healthie API."""
-    return FakeHealthieApi(KEY)
-
-
-@pytest.fixture
-def healthie_url(healthie_fake: FakeHealthieApi) -> Iterator[str]:
-    """The fake Healthie GraphQL endpoint served on loopback."""
-    with serve_app(healthie_fake) as url:
-        yield url + "/graphql"
-
-
-@pytest.fixture
-def healthie(http: httpx.AsyncClient, healthie_url: str) -> HealthieClient:
-    """A client with the right API key."""
-    return HealthieClient(http, healthie_url, KEY)
 
 
 # -- Abridge: happy paths -----------------------------------------------------------------------
@@ -262,8 +241,8 @@ async def test_sends_bearer_token_and_org_header() -> None:
                 await AbridgeClient(http, "https://abridge.example/api", TOKEN, org).provider("p")
     assert [str(r.url) for r in seen] == ["https://abridge.example/api/v1/providers/p"] * 2
     assert seen[0].headers["authorization"] == f"Bearer {TOKEN}"
-    assert seen[0].headers["x-abridge-org-id"] == ORG
-    assert "x-abridge-org-id" not in seen[1].headers
+    assert seen[0].headers["x-org-id"] == ORG
+    assert "x-org-id" not in seen[1].headers
 
 
 def test_retry_after_forms() -> None:
@@ -275,147 +254,3 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds("", now) is None
     assert retry_after_seconds("nan", now) is None
-
-
-# -- Healthie: happy paths ----------------------------------------------------------------------
-
-
-async def test_appointment(healthie: HealthieClient, healthie_fake: FakeHealthieApi) -> None:
-    """An appointment arrives with its client, provider, start (Healthie's format) and status."""
-    appointment = await healthie.appointment("700123")
-    served = healthie_fake.appointment_body("700123")
-    assert appointment.appointment_id == "700123"
-    assert appointment.patient_id == served["user"]["id"]
-    assert appointment.provider_id == served["provider"]["id"]
-    assert appointment.status == "Occurred"
-    assert appointment.starts_at == datetime.strptime(served["date"], "%Y-%m-%d %H:%M:%S %z")
-    assert healthie_fake.requests == [("appointment", "700123")]
-
-
-async def test_transcript(healthie: HealthieClient, healthie_fake: FakeHealthieApi) -> None:
-    """A transcript arrives as DOCTOR/PATIENT items in order, with offsets."""
-    transcript = await healthie.transcript("700123")
-    served = healthie_fake.transcript_body("700123")
-    assert (transcript.vendor, transcript.transcript_id) == ("healthie", served["id"])
-    assert transcript.external_id == "700123"
-    assert transcript.language == "en"
-    assert transcript.created_at is not None
-    assert [i.text for i in transcript.items] == [e["text"] for e in served["entries"]]
-    assert {i.speaker for i in transcript.items} == {"DOCTOR", "PATIENT"}
-    starts = [i.start_ms for i in transcript.items]
-    assert all(isinstance(s, int) for s in starts)
-    assert starts == sorted(starts)
-    assert healthie_fake.requests == [("appointmentTranscript", "700123")]
-
-
-async def test_speakers_and_iso_dates_are_normalised(
-    healthie: HealthieClient, healthie_fake: FakeHealthieApi
-) -> None:
-    """Healthie's provider/client speakers map to DOCTOR/PATIENT; ISO 8601 dates are read."""
-    healthie_fake.set_result("appointmentTranscript", "5", {"id": 77, "entries": [
-        {"speaker": "provider", "text": "a"}, {"speaker": "Client", "text": "b"},
-        {"speaker": None, "text": "c"}, {"speaker": "interpreter", "text": "d"}]})  # fmt: skip
-    healthie_fake.set_result("appointment", "5", {"id": 5, "date": "2026-03-02T14:30:00Z"})
-    transcript = await healthie.transcript("5")
-    assert [i.speaker for i in transcript.items] == ["DOCTOR", "PATIENT", "UNSPECIFIED",
-                                                     "UNSPECIFIED"]  # fmt: skip
-    assert transcript.transcript_id == "77"
-    appointment = await healthie.appointment("5")
-    assert appointment.starts_at == datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
-    assert (appointment.patient_id, appointment.provider_id) == (None, None)
-
-
-async def test_sends_healthies_headers_and_query() -> None:
-    """Exactly the headers VENDORS.md requires, and the documented query and variables."""
-    seen: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"data": {"appointment": {"id": "9"}}})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
-        await HealthieClient(http, "https://api.gethealthie.com/graphql", KEY).appointment("9")
-    request = seen[0]
-    assert request.method == "POST"
-    assert str(request.url) == "https://api.gethealthie.com/graphql"
-    assert request.headers["authorization"] == f"Basic {KEY}"
-    assert request.headers["authorizationsource"] == "API"
-    assert request.headers["healthie-graphql-api-version"] == API_VERSION == "2026-01-01"
-    body = httpx.Response(200, content=request.content).json()
-    assert "appointment(id: $id)" in body["query"]
-    assert body["variables"] == {"id": "9"}
-
-
-# -- Healthie: errors ---------------------------------------------------------------------------
-
-
-async def test_wrong_api_key_is_permanent(http: httpx.AsyncClient, healthie_url: str) -> None:
-    """A wrong key gets the GraphQL-style 401: permanent, with status and code only."""
-    client = HealthieClient(http, healthie_url, "not-the-key")
-    with pytest.raises(PermanentError) as caught:
-        await client.appointment("1")
-    assert str(caught.value) == "healthie appointment 1: 401 (GraphQL error UNAUTHENTICATED)"
-
-
-async def test_wrong_api_version_is_permanent(http: httpx.AsyncClient, healthie_url: str) -> None:
-    """The fake insists on the API version header, as Healthie will from 2027."""
-    client = HealthieClient(http, healthie_url, KEY, api_version="2024-01-01")
-    with pytest.raises(PermanentError, match=r"400 \(GraphQL error UNSUPPORTED_API_VERSION\)$"):
-        await client.transcript("1")
-
-
-@pytest.mark.parametrize(("retry_after", "expected"), [(12, 12.0), (None, None)])
-async def test_rate_limit_is_retryable(
-    healthie: HealthieClient, healthie_fake: FakeHealthieApi, retry_after: float | None,
-    expected: float | None,
-) -> None:
-    """TOO_MANY_REQUESTS (an HTTP 200) is retryable with the extension's retry_after."""
-    healthie_fake.rate_limit_next(1, retry_after=retry_after)
-    with pytest.raises(RetryableError) as caught:
-        await healthie.transcript("700001")
-    assert str(caught.value) == (
-        "healthie transcript of appointment 700001: GraphQL error TOO_MANY_REQUESTS")
-    assert caught.value.retry_after == expected
-    assert (await healthie.transcript("700001")).items
-
-
-async def test_http_503_is_retryable(healthie: HealthieClient, healthie_fake: FakeHealthieApi
-                                     ) -> None:  # fmt: skip
-    """An HTTP 503 with Retry-After is retryable."""
-    healthie_fake.fail_next(1, status=503, retry_after=5)
-    with pytest.raises(RetryableError) as caught:
-        await healthie.appointment("1")
-    assert caught.value.retry_after == 5.0
-
-
-async def test_graphql_error_keeps_the_code_not_the_message(
-    healthie: HealthieClient, healthie_fake: FakeHealthieApi
-) -> None:
-    """Any other GraphQL error is permanent and keeps only its code: messages may echo input."""
-    healthie_fake.error_next("FORBIDDEN", message=f"Cannot read transcript: {CANARY}")
-    with pytest.raises(PermanentError) as caught:
-        await healthie.transcript("700001")
-    assert str(caught.value) == "healthie transcript of appointment 700001: GraphQL error FORBIDDEN"
-
-
-async def test_missing_appointment_is_permanent(
-    healthie: HealthieClient, healthie_fake: FakeHealthieApi
-) -> None:
-    """A null appointment (Healthie's "not found") is permanent."""
-    healthie_fake.hide("404404")
-    with pytest.raises(PermanentError, match=r"^healthie appointment 404404: not found$"):
-        await healthie.appointment("404404")
-
-
-async def test_invalid_transcript_names_locations_not_text(
-    healthie: HealthieClient, healthie_fake: FakeHealthieApi
-) -> None:
-    """A transcript failing validation is permanent; its text never reaches the message."""
-    healthie_fake.set_result("appointmentTranscript", "8", {"id": "t8", "entries": [
-        {"speaker": "DOCTOR", "text": CANARY, "start_ms": CANARY}, {"speaker": "PATIENT"}]})
-    with pytest.raises(PermanentError) as caught:
-        await healthie.transcript("8")
-    message = str(caught.value)
-    assert "entries.0.start_ms" in message
-    assert "entries.1.text" in message
-    assert "CANARY" not in message

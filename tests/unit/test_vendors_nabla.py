@@ -76,8 +76,10 @@ def test_dot_phrase_without_section_is_valid():
     payload = _sample("generate_note_async.succeeded")
     phrases = payload["data"]["payload"]["suggested_dot_phrases"]
     assert any(phrase["note_section"] is None for phrase in phrases)
-    phrases[0]["note_section"] = {"key": "PLAN"}
-    with pytest.raises(PayloadValidationError, match=r"note_section.title: missing"):
+    phrases[0]["note_section"] = {"key": "PLAN"}  # no title: titled from the key downstream
+    assert _parse(payload).handled
+    phrases[0]["note_section"] = {"title": "Plan"}
+    with pytest.raises(PayloadValidationError, match=r"note_section.key: missing"):
         _parse(payload)
 
 
@@ -110,3 +112,15 @@ def test_unknown_type_uses_job_when_present():
     event = _parse({"id": "e1", "type": "translate_async.succeeded", "data": {"id": "j1"}})
     assert (event.subject, event.handled) == ("nabla:job:j1", False)
     assert _parse({"id": "e2", "type": "ping.sent"}).subject == "nabla:event:e2"
+
+
+def test_unknown_section_keys_and_untitled_sections_are_accepted():
+    """A key outside Nabla's documented enum, or a section without a title, is not refused."""
+    payload = _sample("generate_note_async.succeeded")
+    sections = payload["data"]["payload"]["note"]["sections"]
+    sections += [{"key": "REVIEW_OF_SYSTEMS", "title": "Review of systems", "text": "Negative."},
+                 {"key": "SOMETHING_NEW_IN_2027", "text": "Kept."}]
+    assert _parse(payload).handled
+    sections.append({"key": "NO_TEXT", "title": "No text"})
+    with pytest.raises(PayloadValidationError, match=r"note\.sections\.\d+\.text: missing"):
+        _parse(payload)

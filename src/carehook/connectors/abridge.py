@@ -11,7 +11,14 @@ are per source (``api_url``, ``api_token``, ``org_id``)::
     GET {api_url}/v1/providers/{provider_id}               a clinician on the roster
 
     Authorization: Bearer <api_token>
-    X-Abridge-Org-Id: <org_id>                             (only when the source has one)
+    X-Org-Id: <org_id>                                     (only when the source has one)
+
+Webhook registration, as the brief's curl shows it (list and delete are assumed; see
+:mod:`carehook.connectors.rest_webhooks` for the bodies)::
+
+    POST   {api_url}/webhooks         {"url", "events": [...], "secret"}
+    GET    {api_url}/webhooks
+    DELETE {api_url}/webhooks/{id}
 
 Responses (JSON; unknown fields are ignored)::
 
@@ -40,7 +47,7 @@ client; every connector reads ``Retry-After`` with :mod:`carehook.connectors._ht
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -50,7 +57,12 @@ from carehook.connectors._http import retry_after_seconds
 from carehook.errors import PermanentError, RetryableError, StepError
 from carehook.workflows.ports import ClinicalNote, NoteSection, PatientSummary, Provider
 
+if TYPE_CHECKING:
+    from carehook.connectors.rest_webhooks import RestWebhooks
+
 VENDOR = "abridge"
+#: the organisation header of every Abridge call (the brief's registration curl names it)
+ORG_HEADER = "X-Org-Id"
 
 # -- shared HTTP failure mapping ----------------------------------------------------------------
 
@@ -178,7 +190,7 @@ class AbridgeClient:
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if org_id:
-            self._headers["X-Abridge-Org-Id"] = org_id
+            self._headers[ORG_HEADER] = org_id
 
     def __repr__(self) -> str:
         return f"AbridgeClient({self._base!r})"
@@ -230,3 +242,14 @@ __all__ = [
     "validation_failure",
 ]
 
+
+
+def abridge_webhooks(http: httpx.AsyncClient, api_url: str, token: str, org_id: str | None
+                     ) -> RestWebhooks:  # fmt: skip
+    """The webhook registrar of one Abridge organisation (``POST {api_url}/webhooks``)."""
+    from carehook.connectors.rest_webhooks import RestWebhooks  # it builds on this module
+
+    headers = {"Authorization": f"Bearer {token}"}
+    if org_id:
+        headers[ORG_HEADER] = org_id
+    return RestWebhooks(http, api_url.rstrip("/") + "/webhooks", headers, VENDOR)

@@ -1,4 +1,4 @@
-"""Healthie's GraphQL API: the appointment and AI-scribe transcript behind ``HealthieApi``.
+"""Healthie's GraphQL API: appointments, their transcripts, and webhook registration.
 
 One POST per call to the source's ``api_url`` (``https://api.gethealthie.com/graphql``; staging
 ``https://staging-api.gethealthie.com/graphql``) with the headers VENDORS.md gives::
@@ -7,12 +7,12 @@ One POST per call to the source's ``api_url`` (``https://api.gethealthie.com/gra
     AuthorizationSource: API
     Healthie-GraphQL-API-Version: 2026-01-01
 
-The appointment query uses Healthie's documented ``appointment(id:)`` fields (``date`` is
-Healthie's ``"2026-03-02 09:30:00 -0500"``, ``user`` the client, ``provider`` the provider).
-Healthie does not document how its AI scribe's transcripts are read, so
-:data:`TRANSCRIPT_QUERY` (``appointmentTranscript(appointment_id:)`` with ``entries { speaker
-text start_ms end_ms }``) is carehook's assumption, shared with the sandbox's fake
-(:mod:`carehook.sandbox.healthie`): **check it against Healthie's schema** before going live.
+Every query document, with the schema types it relies on, is in
+:mod:`carehook.connectors.healthie_graphql`. A transcript is read as Healthie serves it: the
+appointment's ``transcripts`` give an ``expiring_url`` per transcript, and
+:meth:`HealthieClient.transcript_file` downloads that WebVTT file with a plain GET (no Healthie
+credentials: the link is presigned and may point to another host), through the same SSRF-guarded
+client. The link is a credential: it is never logged and never part of an error message.
 
 Errors (messages carry the operation, ids, statuses and GraphQL error codes only; a GraphQL
 error's ``message`` may echo input, so it is never kept)::
@@ -21,8 +21,11 @@ error's ``message`` may echo input, so it is never kept)::
                                               extensions retry_after / retryAfter, else Retry-After)
     timeout, connection error, 408/429/5xx -> RetryableError
     other HTTP 4xx, any other GraphQL error -> PermanentError("... GraphQL error <CODE>")
-    appointment or transcript null          -> PermanentError("... not found")
+    appointment null                        -> PermanentError("... not found")
     a body that fails validation            -> PermanentError (field locations only)
+    transcript file 403 / 404               -> TranscriptLinkExpired (a RetryableError: the step
+                                              queries the appointment again for a fresh link)
+    a mutation's ``messages``               -> PermanentError (the fields named, not the text)
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from carehook.connectors import healthie_graphql as gql
 from carehook.connectors._http import retry_after_seconds
 from carehook.connectors.abridge import (
     parse_json,
@@ -42,38 +46,22 @@ from carehook.connectors.abridge import (
     status_failure,
     validation_failure,
 )
+from carehook.connectors.webhooks import RegisteredWebhook
 from carehook.errors import PermanentError, RetryableError, StepError
-from carehook.workflows.ports import Appointment, Transcript, TranscriptItem
+from carehook.workflows.ports import (
+    Appointment,
+    ClinicalNote,
+    NoteSection,
+    TranscriptLink,
+    TranscriptLinkExpired,
+)
 
 VENDOR = "healthie"
 API_VERSION = "2026-01-01"
 RATE_LIMITED = "TOO_MANY_REQUESTS"
+#: the largest transcript file read (an hour of speech is well under 1 MiB)
+MAX_TRANSCRIPT_BYTES = 16 * 1024 * 1024
 
-APPOINTMENT_QUERY = """\
-query CarehookAppointment($id: ID) {
-  appointment(id: $id) {
-    id
-    date
-    pm_status
-    user { id }
-    provider { id }
-  }
-}
-"""
-
-TRANSCRIPT_QUERY = """\
-query CarehookAppointmentTranscript($appointment_id: ID!) {
-  appointmentTranscript(appointment_id: $appointment_id) {
-    id
-    created_at
-    language
-    entries { speaker text start_ms end_ms }
-  }
-}
-"""
-
-_SPEAKERS = {"DOCTOR": "DOCTOR", "PROVIDER": "DOCTOR", "CLINICIAN": "DOCTOR",
-             "PATIENT": "PATIENT", "CLIENT": "PATIENT"}  # fmt: skip
 _CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -81,62 +69,131 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
 
 
-class _Ref(_Body):
+def _healthie_time(value: Any) -> Any:
+    """Healthie's ``"YYYY-MM-DD HH:MM:SS -0500"``; ISO 8601 is left to pydantic."""
+    if isinstance(value, str):
+        try:
+            return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S %z")
+        except ValueError:
+            return value
+    return value
+
+
+#: a time as Healthie writes it, or ISO 8601
+HealthieTime = Annotated[datetime, BeforeValidator(_healthie_time)]
+
+
+class _User(_Body):
     id: str | None = None
-
-
-class _Appointment(_Body):
-    id: str = Field(min_length=1)
-    date: datetime | None = None
-    pm_status: str | None = None
-    user: _Ref | None = None
-    provider: _Ref | None = None
-
-    @field_validator("date", mode="before")
-    @classmethod
-    def _healthie_date(cls, value: Any) -> Any:
-        """Healthie's ``"YYYY-MM-DD HH:MM:SS -0500"``; ISO 8601 is accepted as well."""
-        if isinstance(value, str):
-            try:
-                return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S %z")
-            except ValueError:
-                return value  # left to pydantic's ISO 8601 parsing
-        return value
-
-    def value(self) -> Appointment:
-        return Appointment(self.id, patient_id=self.user.id if self.user else None,
-                           provider_id=self.provider.id if self.provider else None,
-                           starts_at=self.date, status=self.pm_status)  # fmt: skip
-
-
-class _Entry(_Body):
-    speaker: str | None = None
-    text: str
-    start_ms: int | None = Field(default=None, ge=0)
-    end_ms: int | None = Field(default=None, ge=0)
-
-    def value(self) -> TranscriptItem:
-        speaker = _SPEAKERS.get((self.speaker or "").strip().upper(), "UNSPECIFIED")
-        return TranscriptItem(speaker, self.text, start_ms=self.start_ms, end_ms=self.end_ms)
+    full_name: str | None = None
 
 
 class _Transcript(_Body):
     id: str = Field(min_length=1)
-    created_at: datetime | None = None
-    language: str | None = None
-    entries: list[_Entry]
+    status: str = "completed"
+    transcript_type: str | None = None
+    transcript_start: HealthieTime | None = None
+    transcript_end: HealthieTime | None = None
+    expiring_url: str | None = None
 
-    def value(self, appointment_id: str) -> Transcript:
-        return Transcript(VENDOR, self.id, tuple(e.value() for e in self.entries),
-                          language=self.language, created_at=self.created_at,
-                          external_id=appointment_id)  # fmt: skip
+    def value(self) -> TranscriptLink:
+        return TranscriptLink(self.id, self.status, self.transcript_type, self.expiring_url,
+                              self.transcript_start, self.transcript_end)  # fmt: skip
+
+
+class _Module(_Body):
+    id: str | None = None
+    label: str | None = None
+    mod_type: str | None = None
+
+
+class _Answer(_Body):
+    id: str | None = None
+    answer: str | None = None
+    displayed_answer: str | None = None
+    custom_module: _Module | None = None
+
+
+class _AnswerGroup(_Body):
+    id: str = Field(min_length=1)
+    kind: str | None = None
+    created_at: HealthieTime | None = None
+    generated_form_answers: list[_Answer] = Field(default_factory=list)
+
+    def value(self, appointment: _Appointment) -> ClinicalNote:
+        """One section per answered module: its label and answer (keys uncoded)."""
+        sections = []
+        for answer in self.generated_form_answers:
+            text = answer.displayed_answer or answer.answer or ""
+            module = answer.custom_module or _Module()
+            if not text.strip():
+                continue
+            sections.append(NoteSection(f"HEALTHIE_MODULE_{module.id or answer.id}",
+                                        module.label or "Note", text))  # fmt: skip
+        return ClinicalNote(
+            vendor=VENDOR, note_id=self.id, sections=tuple(sections), title="AI scribe note",
+            patient_id=appointment.user.id if appointment.user else None,
+            author_id=appointment.provider.id if appointment.provider else None,
+            created_at=self.created_at, external_id=appointment.id,
+        )  # fmt: skip
+
+
+class _Appointment(_Body):
+    id: str = Field(min_length=1)
+    date: HealthieTime | None = None
+    pm_status: str | None = None
+    user: _User | None = None
+    provider: _User | None = None
+    transcripts: list[_Transcript] | None = None
+    generated_form_answer_group: _AnswerGroup | None = None
+
+    def value(self) -> Appointment:
+        group = self.generated_form_answer_group
+        return Appointment(
+            self.id, patient_id=self.user.id if self.user else None,
+            provider_id=self.provider.id if self.provider else None, starts_at=self.date,
+            status=self.pm_status, transcripts=tuple(t.value() for t in self.transcripts or ()),
+            patient_name=self.user.full_name if self.user else None,
+            provider_name=self.provider.full_name if self.provider else None,
+            scribe_note=group.value(self) if group else None,
+        )  # fmt: skip
+
+
+class _Event(_Body):
+    event_type: str
+
+
+class _Webhook(_Body):
+    id: str = Field(min_length=1)
+    url: str | None = None
+    is_enabled: bool | None = None
+    webhook_events: list[_Event] | None = None
+    signature_secret: str | None = Field(default=None, repr=False)
+
+    def value(self) -> RegisteredWebhook:
+        events = tuple(e.event_type for e in self.webhook_events or ())
+        return RegisteredWebhook(self.id, self.url or "", events, enabled=self.is_enabled,
+                                 secret=self.signature_secret)  # fmt: skip
+
+
+class _PageInfo(_Body):
+    has_next_page: bool = False
+    end_cursor: str | None = None
+
+
+class _Connection(_Body):
+    nodes: list[_Webhook]
+    page_info: _PageInfo = _PageInfo()
+
+
+class _Mutation(_Body):
+    webhook: _Webhook | None = None
+    messages: list[dict[str, Any]] | None = None
 
 
 class HealthieClient:
-    """``HealthieApi`` on an injected ``httpx.AsyncClient`` (its owner sets timeouts and limits).
-
-    ``url`` is the GraphQL endpoint itself; the transcript's ``external_id`` is the appointment id.
-    """
+    """``HealthieApi`` and webhook registration on an injected ``httpx.AsyncClient`` (its owner
+    sets timeouts, limits and the outbound guard). ``url`` is the GraphQL endpoint itself."""
 
     def __init__(self, http: httpx.AsyncClient, url: str, api_key: str, *,
                  api_version: str = API_VERSION) -> None:  # fmt: skip
@@ -153,17 +210,74 @@ class HealthieClient:
         return f"HealthieClient({self._url!r})"
 
     async def appointment(self, appointment_id: str) -> Appointment:
-        """One appointment: its client (patient), provider, start and ``pm_status``."""
+        """One appointment: client, provider, start, status, its completed and processing
+        transcripts (with fresh ``expiring_url`` links) and the AI scribe's note."""
         what = f"healthie appointment {appointment_id}"
-        found = await self._query(APPOINTMENT_QUERY, {"id": appointment_id}, "appointment", what)
+        variables = {"id": appointment_id, "statuses": list(gql.TRANSCRIPT_STATUSES)}
+        found = await self._query(gql.APPOINTMENT, variables, "appointment", what)
         return _model(_Appointment, what, found).value()
 
-    async def transcript(self, appointment_id: str) -> Transcript:
-        """The AI scribe's transcript of an appointment, entries in spoken order."""
-        what = f"healthie transcript of appointment {appointment_id}"
-        found = await self._query(TRANSCRIPT_QUERY, {"appointment_id": appointment_id},
-                                  "appointmentTranscript", what)  # fmt: skip
-        return _model(_Transcript, what, found).value(appointment_id)
+    async def transcript_file(self, link: TranscriptLink) -> str:
+        """The WebVTT text behind ``link.url`` (no credentials sent; the link is presigned)."""
+        what = f"healthie transcript {link.transcript_id} file"
+        if not link.url:
+            raise TranscriptLinkExpired(f"{what}: no expiring_url")
+        try:
+            async with self._http.stream("GET", link.url,
+                                         headers={"Accept": "text/vtt, */*"}) as response:
+                if response.status_code in (403, 404, 410):
+                    raise TranscriptLinkExpired(f"{what}: {response.status_code} (link expired)")
+                if not response.is_success:
+                    raise status_failure(what, response)
+                body = await _read_limited(response, what)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise request_failure(what, exc) from None
+        return body.decode("utf-8-sig", errors="replace")
+
+    # -- webhook registration -------------------------------------------------------------------
+
+    async def create_webhook(self, url: str, events: tuple[str, ...]) -> RegisteredWebhook:
+        """``createWebhook``: enabled, retried by Healthie; the answer carries its secret."""
+        payload = {"url": url, "is_enabled": True, "should_retry": True,
+                   "webhook_events": [{"event_type": e} for e in events]}  # fmt: skip
+        return await self._mutate(gql.CREATE_WEBHOOK, payload, "createWebhook",
+                                  "healthie createWebhook")  # fmt: skip
+
+    async def list_webhooks(self) -> list[RegisteredWebhook]:
+        """Every webhook of the account (``webhooks`` pages followed to the end)."""
+        found: list[RegisteredWebhook] = []
+        after: str | None = None
+        for _ in range(100):  # a bound: 100 pages of 100
+            page = await self._query(gql.LIST_WEBHOOKS, {"first": 100, "after": after},
+                                     "webhooks", "healthie webhooks")  # fmt: skip
+            connection = _model(_Connection, "healthie webhooks", page)
+            found += [w.value() for w in connection.nodes]
+            if not connection.page_info.has_next_page or not connection.page_info.end_cursor:
+                break
+            after = connection.page_info.end_cursor
+        return found
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """``deleteWebhook``."""
+        await self._mutate(gql.DELETE_WEBHOOK, {"id": webhook_id}, "deleteWebhook",
+                           f"healthie deleteWebhook {webhook_id}")  # fmt: skip
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> RegisteredWebhook:
+        """``expireWebhookSignature``: Healthie signs with a new secret from now on."""
+        return await self._mutate(gql.EXPIRE_WEBHOOK_SIGNATURE, {"id": webhook_id},
+                                  "expireWebhookSignature",
+                                  f"healthie expireWebhookSignature {webhook_id}")  # fmt: skip
+
+    async def _mutate(self, document: str, payload: dict[str, Any], root: str, what: str
+                      ) -> RegisteredWebhook:  # fmt: skip
+        found = await self._query(document, {"input": payload}, root, what)
+        result = _model(_Mutation, what, found)
+        if result.messages:
+            fields = sorted({str(m.get("field") or "?") for m in result.messages})
+            raise PermanentError(f"{what}: refused (fields: {', '.join(fields)[:200]})")
+        if result.webhook is None:
+            raise PermanentError(f"{what}: no webhook in the answer")
+        return result.webhook.value()
 
     async def _query(self, query: str, variables: dict[str, Any], root: str, what: str) -> Any:
         """``data[root]`` of one GraphQL request; every failure mapped to a StepError."""
@@ -186,7 +300,18 @@ class HealthieClient:
         return found
 
 
-M = TypeVar("M", _Appointment, _Transcript)
+async def _read_limited(response: httpx.Response, what: str) -> bytes:
+    """The body, refused (permanently) past :data:`MAX_TRANSCRIPT_BYTES` without reading on."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_TRANSCRIPT_BYTES:
+            raise PermanentError(f"{what}: larger than {MAX_TRANSCRIPT_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+M = TypeVar("M", bound=_Body)
 
 
 def _model(model: type[M], what: str, found: Any) -> M:
@@ -246,4 +371,33 @@ def _extension_retry_after(error: dict[str, Any]) -> float | None:
     return None
 
 
-__all__ = ["API_VERSION", "APPOINTMENT_QUERY", "TRANSCRIPT_QUERY", "HealthieClient"]
+class HealthieWebhooks:
+    """:class:`~carehook.connectors.webhooks.WebhookRegistrar` over a :class:`HealthieClient`:
+    Healthie generates each webhook's secret and can rotate it."""
+
+    vendor_secret = True
+    can_rotate = True
+
+    def __init__(self, client: HealthieClient) -> None:
+        self._client = client
+
+    async def create(self, url: str, events: tuple[str, ...], secret: str | None
+                     ) -> RegisteredWebhook:  # fmt: skip
+        """``createWebhook`` (``secret`` is unused: Healthie makes its own)."""
+        del secret
+        return await self._client.create_webhook(url, events)
+
+    async def list(self) -> list[RegisteredWebhook]:
+        """``webhooks``."""
+        return await self._client.list_webhooks()
+
+    async def delete(self, webhook_id: str) -> None:
+        """``deleteWebhook``."""
+        await self._client.delete_webhook(webhook_id)
+
+    async def rotate(self, webhook_id: str) -> RegisteredWebhook:
+        """``expireWebhookSignature``."""
+        return await self._client.rotate_webhook_secret(webhook_id)
+
+
+__all__ = ["API_VERSION", "HealthieClient", "HealthieWebhooks"]

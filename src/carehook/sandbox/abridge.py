@@ -11,7 +11,9 @@ ends with the clinician's edit, marked ``(revision n)``. That is what a workflow
 ``encounter.note.reviewed``.
 
 Requests must carry ``Authorization: Bearer <token>`` (else 401) and, when the fake has an
-organisation, ``X-Abridge-Org-Id: <org_id>`` (else 403). Test hooks: :meth:`~FakeAbridgeApi.
+organisation, ``X-Org-Id: <org_id>`` (else 403). Webhook registration (the brief's ``POST
+{base}/webhooks``, plus list and delete) is :attr:`FakeAbridgeApi.webhooks`
+(:mod:`carehook.sandbox.rest_webhooks`). Test hooks: :meth:`~FakeAbridgeApi.
 fail_next` (the next requests answer an error status, with ``Retry-After`` if asked),
 :meth:`~FakeAbridgeApi.set_response` (serve a given body for one path, e.g. a malformed note
 planted with a canary), and :attr:`~FakeAbridgeApi.requests` (every ``(method, path)`` seen).
@@ -32,6 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from carehook.sandbox.rest_webhooks import FakeWebhookCollection
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,10 @@ class FakeAbridgeApi:
         self._failures: deque[_Failure] = deque()
         self._versions: dict[str, int] = {}
         self._responses: dict[str, tuple[int, Any]] = {}
+        #: the registration API of the brief's curl: ``/webhooks`` (POST, GET, DELETE /{id})
+        self.webhooks = FakeWebhookCollection("wh", self._refuse)
         self.app = Starlette(routes=[
+            *self.webhooks.routes("/webhooks"),
             Route("/v1/sessions/{session_id}/note", self._session_note),
             Route("/v1/notes/{note_id}", self._note),
             Route("/v1/sessions/{session_id}/patient-summary", self._summary),
@@ -319,7 +326,7 @@ class FakeAbridgeApi:
         if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
             return JSONResponse({"error": "unauthorized"}, 401,
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        org = request.headers.get("x-abridge-org-id", "")
+        org = request.headers.get("x-org-id", "")
         if self.org_id is not None and org != self.org_id:
             return JSONResponse({"error": "forbidden", "detail": "unknown organisation"}, 403)
         return None

@@ -2,8 +2,10 @@
 
 ::
 
-    /abridge/v1/...        FakeAbridgeApi   (REST; Bearer token + X-Abridge-Org-Id)
+    /abridge/v1/...        FakeAbridgeApi   (REST; Bearer token + X-Org-Id; /abridge/webhooks)
     /healthie/graphql      FakeHealthieApi  (the GraphQL endpoint itself; Basic API key)
+    /healthie/files/...    the WebVTT files its transcripts' expiring_url links point to
+    /openevidence/v1/...   FakeOpenEvidenceApi (webhook registration; Bearer token)
     /fhir/...              FhirServer       (FHIR R4; Bearer token)
     /                      a JSON index of the three
 
@@ -24,6 +26,7 @@ from starlette.routing import Mount, Route
 from carehook.sandbox.abridge import FakeAbridgeApi
 from carehook.sandbox.fhir import FhirServer
 from carehook.sandbox.healthie import FakeHealthieApi
+from carehook.sandbox.openevidence import FakeOpenEvidenceApi
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class SandboxCredentials:
     abridge_org_id: str = "sandbox-org"
     healthie_api_key: str = "sandbox-healthie-api-key"
     fhir_token: str = "sandbox-fhir-token"  # noqa: S105 (fake, printed on purpose)
+    openevidence_token: str = "sandbox-openevidence-token"  # noqa: S105 (fake, on purpose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +47,14 @@ class SandboxUrls:
     abridge: str
     healthie: str
     fhir: str
+    openevidence: str = ""
 
     @classmethod
     def under(cls, base_url: str) -> SandboxUrls:
         """The three URLs below ``base_url``."""
         base = base_url.rstrip("/")
-        return cls(f"{base}/abridge", f"{base}/healthie/graphql", f"{base}/fhir")
+        return cls(f"{base}/abridge", f"{base}/healthie/graphql", f"{base}/fhir",
+                   f"{base}/openevidence")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class Sandbox:
     healthie: FakeHealthieApi
     fhir: FhirServer
     credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
+    openevidence: FakeOpenEvidenceApi = field(
+        default_factory=lambda: FakeOpenEvidenceApi(SandboxCredentials().openevidence_token))
 
     def config_snippet(self, base_url: str) -> str:
         """The TOML a gateway needs to use this sandbox at ``base_url``."""
@@ -72,11 +80,13 @@ def build_sandbox(credentials: SandboxCredentials | None = None) -> Sandbox:
     abridge = FakeAbridgeApi(creds.abridge_token, creds.abridge_org_id)
     healthie = FakeHealthieApi(creds.healthie_api_key)
     fhir = FhirServer(token=creds.fhir_token)
+    openevidence = FakeOpenEvidenceApi(creds.openevidence_token)
 
     async def index(request: Request) -> Response:
         urls = SandboxUrls.under(str(request.base_url))
         return JSONResponse({"sandbox": "carehook", "abridge": urls.abridge,
-                             "healthie": urls.healthie, "fhir": urls.fhir})  # fmt: skip
+                             "healthie": urls.healthie, "fhir": urls.fhir,
+                             "openevidence": urls.openevidence})  # fmt: skip
 
     app = Starlette(routes=[
         Route("/", index),
@@ -84,17 +94,20 @@ def build_sandbox(credentials: SandboxCredentials | None = None) -> Sandbox:
         # a Route, not a Mount: the endpoint is exactly /healthie/graphql (a Mount would
         # redirect it to /healthie/graphql/, and a POST does not follow redirects)
         Route("/healthie/graphql", endpoint=healthie, methods=["POST"]),
+        Mount("/healthie/files", app=healthie.files),
+        Mount("/openevidence", app=openevidence),
         Mount("/fhir", app=fhir.app),
     ])  # fmt: skip
-    return Sandbox(app, abridge, healthie, fhir, creds)
+    return Sandbox(app, abridge, healthie, fhir, creds, openevidence)
 
 
 _HEADER = """\
 # carehook sandbox at {base}: fake APIs and fake credentials, for trying carehook only.
 # To use it, edit your carehook.toml:
 #  - paste [destinations.ehr] as it is (replacing yours, if you have one);
-#  - [sources.abridge] and [sources.healthie] exist already (`carehook init` wrote them) and
-#    TOML refuses a table written twice: copy only the lines under those two headers into them.
+#  - [sources.abridge], [sources.healthie] and [sources.openevidence] exist already (`carehook
+#    init` wrote them) and TOML refuses a table written twice: copy only the lines under those
+#    headers into them.
 """
 
 
@@ -124,5 +137,11 @@ api_allow_private = true
 # vendor = "healthie"   (and your secrets: keep them)
 api_url = {q(urls.healthie)}
 api_key = {q(creds.healthie_api_key)}
+api_allow_private = true
+
+[sources.openevidence]
+# vendor = "openevidence"   (and your secrets: keep them; used by `carehook register`)
+api_url = {q(urls.openevidence)}
+api_token = {q(creds.openevidence_token)}
 api_allow_private = true
 """

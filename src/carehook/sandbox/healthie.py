@@ -1,130 +1,57 @@
-"""A fake Healthie GraphQL API: ``appointment`` and the transcript query of the Healthie client.
+"""A fake Healthie GraphQL API in Healthie's real shapes, and the WebVTT files it links to.
 
-Queries are read loosely, without a GraphQL library: the first root field with arguments
-(``appointment(id: $id)`` or ``appointmentTranscript(appointment_id: $appointment_id)``; a
-variable or an inline literal) decides the answer, and the whole object is returned whatever the
-selection set asks (aliases, fragments and several root fields are not supported). The
-transcript shape is carehook's assumption, defined in :mod:`carehook.connectors.healthie`; the
-client and this fake agree on it, and both must be checked against Healthie's schema.
+Served (read loosely, without a GraphQL library: the first root field of the document decides,
+with its arguments from ``variables`` or inline literals; the whole object is returned whatever
+the selection set asks):
 
-It answers for ANY appointment id with fictional, deterministic content seeded from the id: a
-telehealth visit (``pm_status`` ``"Occurred"``) and its DOCTOR/PATIENT transcript with
-millisecond offsets.
+- ``appointment(id:)`` with ``transcripts(status:, transcript_type:)`` (without a status filter,
+  only completed ones, as Healthie does), ``user``/``provider`` and the AI scribe's
+  ``generated_form_answer_group``; each transcript's ``expiring_url`` is a fresh link, issued per
+  query, to ``GET <graphql dir>/files/transcripts/<token>.vtt`` on this fake (a real WebVTT file:
+  Zoom-style ``Name: text`` cues for a processed recording, ``<v Name>`` spans for a real-time
+  capture). A link lives ``link_ttl_seconds``; an expired one answers 403, an unknown one 404.
+- ``createWebhook``, ``webhooks`` (a connection with ``nodes`` and ``page_info``),
+  ``deleteWebhook`` and ``expireWebhookSignature`` over an in-memory webhook table; a refused
+  input answers ``messages: [{field, message}]`` as Healthie's mutations do.
+
+Default content is fictional and deterministic per appointment id
+(:mod:`carehook.sandbox._healthie_content`): every appointment has a completed real-time capture
+and a completed processed recording.
 
 Headers, as Healthie requires them: ``Authorization: Basic <api key>`` and ``AuthorizationSource:
-API`` (else HTTP 401 with a GraphQL ``UNAUTHENTICATED`` error) and ``Healthie-GraphQL-API-Version``
-equal to the fake's version (else 400, ``UNSUPPORTED_API_VERSION``). Test hooks:
-:meth:`~FakeHealthieApi.rate_limit_next` (GraphQL ``TOO_MANY_REQUESTS``), :meth:`~FakeHealthieApi.
-error_next` (any GraphQL error code and message), :meth:`~FakeHealthieApi.fail_next` (an HTTP
-status), :meth:`~FakeHealthieApi.hide` (answer ``null``), :meth:`~FakeHealthieApi.set_result`
-(serve a given object) and :attr:`~FakeHealthieApi.requests` (``(root field, id)`` pairs).
+API`` (else HTTP 401, GraphQL ``UNAUTHENTICATED``) and ``Healthie-GraphQL-API-Version`` equal to
+the fake's (else 400, ``UNSUPPORTED_API_VERSION``). The VTT files need no credentials (the link
+is the credential). Test hooks: :meth:`~FakeHealthieApi.rate_limit_next`,
+:meth:`~FakeHealthieApi.error_next`, :meth:`~FakeHealthieApi.fail_next`,
+:meth:`~FakeHealthieApi.hide`, :meth:`~FakeHealthieApi.set_result`,
+:meth:`~FakeHealthieApi.set_transcripts`, :meth:`~FakeHealthieApi.expire_next_links`,
+:meth:`~FakeHealthieApi.expire_links`; :attr:`~FakeHealthieApi.requests` (``(root field, id)``),
+:attr:`~FakeHealthieApi.downloads` (``(transcript id, HTTP status)``) and
+:attr:`~FakeHealthieApi.webhooks`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
-import re
+import posixpath
+import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from carehook.sandbox import _healthie_content as content
+from carehook.sandbox._healthie_graphql import Operation, operation
+from carehook.sandbox._healthie_webhooks import WebhookTable
+
 API_VERSION = "2026-01-01"
-ROOT_FIELDS = ("appointment", "appointmentTranscript")
-
-_CONVERSATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
-    (
-        ("DOCTOR", "Hi, thanks for joining. How have things been since we increased the "
-                   "sertraline to 100 milligrams?"),
-        ("PATIENT", "Better, I think. The constant worrying is down, maybe a four out of ten "
-                    "instead of a seven."),
-        ("DOCTOR", "That's real progress. Any side effects, like nausea, trouble sleeping or "
-                   "changes in appetite?"),
-        ("PATIENT", "Some nausea the first week, that's gone. I still wake up around three most "
-                    "nights."),
-        ("DOCTOR", "How many nights a week, roughly?"),
-        ("PATIENT", "Four or five. I end up on my phone until it's time to get up."),
-        ("DOCTOR", "Let's keep the phone out of the bedroom, and if you're awake more than "
-                   "twenty minutes, get up and do something quiet in dim light."),
-        ("PATIENT", "Okay, I can try that."),
-        ("DOCTOR", "Any thoughts of harming yourself since we last spoke?"),
-        ("PATIENT", "No, nothing like that."),
-        ("DOCTOR", "Good. We'll stay at 100 milligrams and start the sleep program we talked "
-                   "about. Let's check in again in {weeks} weeks."),
-        ("PATIENT", "Sounds good, thank you."),
-    ),
-    (
-        ("DOCTOR", "Good morning. I have your lab results. Your TSH came back at 6.8, which is "
-                   "higher than we want."),
-        ("PATIENT", "That would explain it. I've been exhausted and cold all the time."),
-        ("DOCTOR", "Are you taking the levothyroxine on an empty stomach, away from coffee?"),
-        ("PATIENT", "Mostly. Sometimes I take it with breakfast when I'm rushing."),
-        ("DOCTOR", "Taking it with food can lower how much you absorb. Try to take it with water "
-                   "thirty minutes before eating."),
-        ("PATIENT", "Okay. Do I need a higher dose?"),
-        ("DOCTOR", "Yes, we'll go from 75 to 88 micrograms daily and recheck your TSH in six "
-                   "weeks."),
-        ("PATIENT", "Should I watch for anything with the new dose?"),
-        ("DOCTOR", "Call us if you notice a racing heartbeat, shakiness or trouble sleeping."),
-        ("PATIENT", "Will do. Thanks, doctor."),
-    ),
-    (
-        ("DOCTOR", "How has your breathing been over the last {weeks} weeks?"),
-        ("PATIENT", "Not great. I've needed the albuterol three or four times a week, and it "
-                    "wakes me up at night sometimes."),
-        ("DOCTOR", "How many nights a month would you say?"),
-        ("PATIENT", "Maybe three or four. Mostly when it gets cold."),
-        ("DOCTOR", "Any fever, chest pain, or coughing up colored mucus?"),
-        ("PATIENT", "No, just the tight chest and wheezing."),
-        ("DOCTOR", "That tells me your asthma isn't well controlled. I'd like to start a daily "
-                   "inhaled steroid, budesonide-formoterol, two puffs twice a day."),
-        ("PATIENT", "Every day, even when I feel fine?"),
-        ("DOCTOR", "Yes, it prevents the flares. Rinse your mouth after each use. Keep the "
-                   "albuterol for sudden symptoms."),
-        ("PATIENT", "Got it."),
-        ("DOCTOR", "If you need the rescue inhaler more than every four hours or your lips turn "
-                   "blue, go to the emergency room."),
-        ("PATIENT", "Understood. Thank you."),
-    ),
-    (
-        ("DOCTOR", "Welcome back. Last time your A1c was 6.1, in the prediabetes range. How "
-                   "have the changes been going?"),
-        ("PATIENT", "I cut out soda and I'm walking after dinner most days."),
-        ("DOCTOR", "That's great. About how long are the walks?"),
-        ("PATIENT", "Twenty minutes, maybe five days a week."),
-        ("DOCTOR", "Perfect. Let's look at breakfast. What does a usual morning look like?"),
-        ("PATIENT", "Usually a bagel with cream cheese and orange juice."),
-        ("DOCTOR", "Try swapping the juice for whole fruit and adding some protein, like eggs "
-                   "or Greek yogurt. It keeps blood sugar steadier."),
-        ("PATIENT", "I can do the yogurt."),
-        ("DOCTOR", "We'll recheck your A1c in three months. Keep logging your meals in the app "
-                   "and I'll review them before our next visit in {weeks} weeks."),
-        ("PATIENT", "Great, see you then."),
-    ),
-)
-_EST = timezone(timedelta(hours=-5))
-_EPOCH = datetime(2026, 3, 2, 8, 0, tzinfo=_EST)
-
-
-def _digest(appointment_id: str) -> bytes:
-    return hashlib.sha256(f"healthie:appointment:{appointment_id}".encode()).digest()
-
-
-def _num(digest: bytes, at: int, low: int, high: int) -> int:
-    return low + int.from_bytes(digest[at : at + 2], "big") % (high - low + 1)
-
-
-def _starts(digest: bytes) -> datetime:
-    """When the appointment began: a half-hour slot in March or April 2026, US Eastern."""
-    return _EPOCH + timedelta(days=digest[0] % 60, minutes=30 * (digest[1] % 18))
+KINDS = ("realtime_capture", "processed_recording")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,19 +60,40 @@ class _Failure:
     retry_after: float | None
 
 
-class FakeHealthieApi:
-    """The fake Healthie GraphQL endpoint: an ASGI app on any path (POST), with test hooks."""
+@dataclass(frozen=True, slots=True)
+class _Link:
+    appointment_id: str
+    transcript_id: str
+    kind: str
+    expires_at: float
 
-    def __init__(self, api_key: str, api_version: str = API_VERSION) -> None:
+
+class FakeHealthieApi:
+    """The fake Healthie GraphQL endpoint: an ASGI app (POST on any path; VTT files under
+    ``/files``), with test hooks."""
+
+    def __init__(self, api_key: str, api_version: str = API_VERSION,
+                 link_ttl_seconds: float = 300.0) -> None:  # fmt: skip
         self.api_key = api_key
         self.api_version = api_version
-        #: every query seen, as ``(root field, appointment id)`` (``("?", None)`` if unreadable)
+        self.link_ttl_seconds = link_ttl_seconds
+        #: every GraphQL request, as ``(root field, appointment or webhook id)``
         self.requests: list[tuple[str, str | None]] = []
+        #: every VTT download, as ``(transcript id or "?", HTTP status)``
+        self.downloads: list[tuple[str, int]] = []
+        self.webhooks = WebhookTable()
         self._failures: deque[_Failure] = deque()
         self._errors: deque[dict[str, Any]] = deque()
         self._hidden: set[str] = set()
         self._results: dict[tuple[str, str], Any] = {}
-        self.app = Starlette(routes=[Route("/{path:path}", self._graphql, methods=["POST"])])
+        self._transcripts: dict[str, list[tuple[str, str]]] = {}
+        self._links: dict[str, _Link] = {}
+        self._born_expired = 0
+        self.files = Starlette(routes=[Route("/transcripts/{token}", self._file)])
+        self.app = Starlette(routes=[
+            Mount("/files", app=self.files),
+            Route("/{path:path}", self._graphql, methods=["POST"]),
+        ])  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
@@ -167,48 +115,103 @@ class FakeHealthieApi:
 
     def fail_next(self, count: int = 1, status: int = 503, retry_after: float | None = None
                   ) -> None:  # fmt: skip
-        """Answer the next ``count`` requests with an HTTP ``status`` (and ``Retry-After``)."""
+        """Answer the next ``count`` GraphQL requests with an HTTP ``status``."""
         self._failures.extend([_Failure(status, retry_after)] * count)
 
     def hide(self, appointment_id: str) -> None:
-        """Answer ``null`` for this appointment and its transcript (Healthie's "not found")."""
+        """Answer ``null`` for this appointment (Healthie's "not found")."""
         self._hidden.add(appointment_id)
 
     def set_result(self, root_field: str, appointment_id: str, value: Any) -> None:
         """Serve ``value`` as ``data.<root_field>`` for this appointment."""
         self._results[(root_field, appointment_id)] = value
 
+    def set_transcripts(self, appointment_id: str, transcripts: list[tuple[str, str]]) -> None:
+        """This appointment's transcripts as ``(transcript_type, status)`` pairs."""
+        self._transcripts[appointment_id] = list(transcripts)
+
+    def expire_next_links(self, count: int = 1) -> None:
+        """The next ``count`` ``expiring_url`` links are issued already expired."""
+        self._born_expired += count
+
+    def expire_links(self) -> None:
+        """Every link issued so far expires now."""
+        self._links = {t: _Link(link.appointment_id, link.transcript_id, link.kind, 0.0)
+                       for t, link in self._links.items()}  # fmt: skip
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """The secret part of every ``expiring_url`` issued so far (to look for leaks)."""
+        return list(self._links)
+
     # -- content --------------------------------------------------------------------------------
 
-    def appointment_body(self, appointment_id: str) -> dict[str, Any]:
-        """The appointment, as ``data.appointment``."""
-        d = _digest(appointment_id)
-        return {"id": appointment_id, "date": _starts(d).strftime("%Y-%m-%d %H:%M:%S %z"),
+    def transcript_id(self, appointment_id: str, kind: str) -> str:
+        """The id of an appointment's transcript of one type."""
+        d = content.digest(appointment_id)
+        return str(content.num(d, 12, 900000, 999999) * 10 + KINDS.index(kind))
+
+    def vtt(self, appointment_id: str, kind: str = "processed_recording") -> str:
+        """The WebVTT file of an appointment's transcript."""
+        return content.vtt(appointment_id, kind)
+
+    def appointment_body(self, appointment_id: str, files_url: str = "",
+                         statuses: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """The appointment, as ``data.appointment`` (links issued under ``files_url``)."""
+        d = content.digest(appointment_id)
+        provider, client = content.people(d)
+        return {"id": appointment_id, "date": content.healthie_time(content.starts(d)),
                 "pm_status": "Occurred", "contact_type": "Secure Videochat", "length": 30,
-                "user": {"id": str(_num(d, 2, 200000, 299999))},
-                "provider": {"id": str(_num(d, 4, 100000, 100400))}}  # fmt: skip
+                "user": {"id": str(content.num(d, 2, 200000, 299999)), "full_name": client},
+                "provider": {"id": str(content.num(d, 4, 100000, 100400)), "full_name": provider},
+                "transcripts": self._transcript_list(appointment_id, files_url, statuses),
+                "generated_form_answer_group": content.scribe_note(appointment_id)}  # fmt: skip
 
-    def transcript_body(self, appointment_id: str) -> dict[str, Any]:
-        """The AI scribe's transcript, as ``data.appointmentTranscript``."""
-        d = _digest(appointment_id)
-        turns = _CONVERSATIONS[d[6] % len(_CONVERSATIONS)]
-        weeks = _num(d, 7, 2, 8)
-        entries, at = [], _num(d, 9, 800, 4000)
-        for i, (speaker, text) in enumerate(turns):
-            spoken = text.format(weeks=weeks)
-            end = at + 250 * len(spoken.split()) + 400
-            entries.append({"speaker": speaker, "text": spoken, "start_ms": at, "end_ms": end})
-            at = end + 200 + 60 * (d[(11 + i) % 32] % 16)
-        created = _starts(d) + timedelta(minutes=35)
-        return {"id": str(_num(d, 12, 900000, 999999)), "appointment_id": appointment_id,
-                "created_at": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                "language": "en", "entries": entries}  # fmt: skip
+    def _transcript_list(self, appointment_id: str, files_url: str,
+                         statuses: list[str] | None) -> list[dict[str, Any]]:  # fmt: skip
+        wanted = statuses or ["completed"]
+        begin, end = content.transcript_times(appointment_id)
+        out = []
+        default = [(kind, "completed") for kind in KINDS]
+        for kind, status in self._transcripts.get(appointment_id, default):
+            if status not in wanted:
+                continue
+            tid = self.transcript_id(appointment_id, kind)
+            done = status == "completed"
+            url = self._issue(appointment_id, tid, kind, files_url) if done else None
+            out.append({"id": tid, "status": status, "transcript_type": kind,
+                        "transcript_start": content.healthie_time(begin),
+                        "transcript_end": content.healthie_time(end), "expiring_url": url})
+        return out
 
-    # -- the endpoint ---------------------------------------------------------------------------
+    def _issue(self, appointment_id: str, transcript_id: str, kind: str, files_url: str) -> str:
+        token = secrets.token_urlsafe(24)
+        expires = time.time() + self.link_ttl_seconds
+        if self._born_expired:
+            self._born_expired -= 1
+            expires = 0.0
+        self._links[token] = _Link(appointment_id, transcript_id, kind, expires)
+        return f"{files_url}/transcripts/{token}.vtt?X-Amz-Expires={int(self.link_ttl_seconds)}"
+
+    # -- the endpoints --------------------------------------------------------------------------
+
+    async def _file(self, request: Request) -> Response:
+        token = request.path_params["token"].removesuffix(".vtt")
+        link = self._links.get(token)
+        if link is None:
+            self.downloads.append(("?", 404))
+            return Response("<Error><Code>NoSuchKey</Code></Error>", 404,
+                            media_type="application/xml")  # fmt: skip
+        if time.time() >= link.expires_at:
+            self.downloads.append((link.transcript_id, 403))
+            return Response("<Error><Code>AccessDenied</Code><Message>Request has expired"
+                            "</Message></Error>", 403, media_type="application/xml")
+        self.downloads.append((link.transcript_id, 200))
+        return Response(self.vtt(link.appointment_id, link.kind), media_type="text/vtt")
 
     async def _graphql(self, request: Request) -> Response:
-        operation = _operation(await request.body())
-        self.requests.append(operation or ("?", None))
+        op = operation(await request.body())
+        self.requests.append((op.root, op.key) if op else ("?", None))
         if self._failures:
             failure = self._failures.popleft()
             headers = {} if failure.retry_after is None else {
@@ -219,20 +222,20 @@ class FakeHealthieApi:
             return refused
         if self._errors:
             return JSONResponse({"data": None, "errors": [self._errors.popleft()]})
-        if operation is None:
-            return _error(200, "undefinedField", "Only appointment and appointmentTranscript "
-                          "(with an id argument) are served by the carehook sandbox")
-        root, appointment_id = operation
-        return JSONResponse({"data": {root: self._result(root, appointment_id)}})
+        if op is None:
+            return _error(200, "undefinedField", "The carehook sandbox serves appointment, "
+                          "webhooks, createWebhook, deleteWebhook and expireWebhookSignature")
+        return JSONResponse({"data": {op.root: self._answer(op, _files_url(request))}})
 
-    def _result(self, root: str, appointment_id: str) -> Any:
-        if (root, appointment_id) in self._results:
-            return self._results[(root, appointment_id)]
-        if appointment_id in self._hidden:
+    def _answer(self, op: Operation, files_url: str) -> Any:
+        if op.root != "appointment":
+            return self.webhooks.answer(op)
+        appointment_id = op.key or ""
+        if (op.root, appointment_id) in self._results:
+            return self._results[(op.root, appointment_id)]
+        if appointment_id in self._hidden or not appointment_id:
             return None
-        if root == "appointment":
-            return self.appointment_body(appointment_id)
-        return self.transcript_body(appointment_id)
+        return self.appointment_body(appointment_id, files_url, op.statuses)
 
     def _refuse(self, request: Request) -> Response | None:
         auth = request.headers.get("authorization", "")
@@ -247,30 +250,16 @@ class FakeHealthieApi:
         return None
 
 
+def _files_url(request: Request) -> str:
+    """``<the GraphQL endpoint's directory>/files``, where this fake serves the VTT files."""
+    url = request.url
+    directory = posixpath.dirname(url.path.rstrip("/")) if url.path.strip("/") else ""
+    return f"{url.scheme}://{url.netloc}{directory.rstrip('/')}/files"
+
+
 def _error(status: int, code: str, message: str) -> Response:
     return JSONResponse({"data": None, "errors": [{"message": message,
                                                    "extensions": {"code": code}}]}, status)
 
 
-_ROOT = re.compile(r"\{\s*(\w+)\s*\(([^)]*)\)")
-_ARG = re.compile(r'(\w+)\s*:\s*(?:\$(\w+)|"((?:[^"\\]|\\.)*)"|(-?\d+))')
-
-
-def _operation(body: bytes) -> tuple[str, str] | None:
-    """``(root field, appointment id)`` of a query this fake serves, else None."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
-    query = payload.get("query") if isinstance(payload, dict) else None
-    variables = payload.get("variables") if isinstance(payload, dict) else None
-    variables = variables if isinstance(variables, dict) else {}
-    match = _ROOT.search(re.sub(r"#[^\n]*", "", query)) if isinstance(query, str) else None
-    if match is None or match.group(1) not in ROOT_FIELDS:
-        return None
-    for arg in _ARG.finditer(match.group(2)):
-        name, variable, string, number = arg.groups()
-        if name in ("id", "appointment_id"):
-            value = variables.get(variable) if variable else (string or number)
-            return (match.group(1), str(value)) if value not in (None, "") else None
-    return None
+__all__ = ["API_VERSION", "FakeHealthieApi"]

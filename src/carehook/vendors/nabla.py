@@ -57,10 +57,14 @@ Status = Literal["ONGOING", "FAILED", "SUCCEEDED"]
 
 
 class NoteSection(Model):
-    """One section of a generated note (``key`` from the template, e.g. ``CHIEF_COMPLAINT``)."""
+    """One section of a generated note (``key`` from the template, e.g. ``CHIEF_COMPLAINT``).
+
+    Keys are an open set (templates gain sections): any key is accepted and kept, and a section
+    without a title is accepted too (the workflow titles it from its key).
+    """
 
     key: str
-    title: str
+    title: str | None = None
     text: str
 
 
@@ -83,10 +87,10 @@ class DotPhrase(Model):
 
 
 class SectionRef(Model):
-    """The note section a dot phrase is suggested for."""
+    """The note section a dot phrase is suggested for (any key, as for note sections)."""
 
     key: str
-    title: str
+    title: str | None = None
 
 
 class SuggestedDotPhrase(Model):

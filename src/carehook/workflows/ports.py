@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from carehook.errors import RetryableError
+
 # -- values ------------------------------------------------------------------------------------
 
 
@@ -103,14 +105,43 @@ class Transcript:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptLink:
+    """One of a Healthie appointment's transcripts: ``Appointment.transcripts`` in its schema.
+
+    ``status``: processing | completed | failed | incomplete; ``kind`` (Healthie's
+    ``transcript_type``): realtime_capture | processed_recording. ``url`` is Healthie's
+    ``expiring_url``, a short-lived credential to the WebVTT file: never logged, never in a message.
+    """
+
+    transcript_id: str
+    status: str
+    kind: str | None = None
+    url: str | None = field(default=None, repr=False)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Appointment:
-    """A Healthie appointment, as much of it as the transcript path needs."""
+    """A Healthie appointment, as much of it as the transcript path needs.
+
+    The names (PII) are kept only to tell the clinician's voice from the client's in a transcript.
+    """
 
     appointment_id: str
     patient_id: str | None = None
     provider_id: str | None = None
     starts_at: datetime | None = None
     status: str | None = None
+    transcripts: tuple[TranscriptLink, ...] = ()
+    patient_name: str | None = field(default=None, repr=False)
+    provider_name: str | None = field(default=None, repr=False)
+    #: the AI scribe's note (``generated_form_answer_group``), when Healthie has one
+    scribe_note: ClinicalNote | None = field(default=None, repr=False)
+
+
+class TranscriptLinkExpired(RetryableError):
+    """A transcript's ``expiring_url`` was refused (403/404): query the appointment again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +189,11 @@ class HealthieApi(Protocol):
     """Healthie's GraphQL API, per source."""
 
     async def appointment(self, appointment_id: str) -> Appointment:
-        """One appointment."""
+        """One appointment, with its completed and processing transcripts (fresh links)."""
         ...
 
-    async def transcript(self, appointment_id: str) -> Transcript:
-        """The AI scribe's transcript of an appointment."""
+    async def transcript_file(self, link: TranscriptLink) -> str:
+        """The WebVTT text behind ``link.url``; :class:`TranscriptLinkExpired` on 403/404."""
         ...
 
 

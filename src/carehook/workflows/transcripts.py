@@ -6,8 +6,10 @@
   client's ``external_id`` so the client's request can be found from either.
 - nabla ``transcribe_async.succeeded``: the transcript is stored in the job's working data
   (encrypted) and written as a transcript DocumentReference, items in spoken order.
-- healthie ``appointment.transcript_available``: the appointment and its transcript are fetched
-  over GraphQL, then follow the same path.
+- healthie ``appointment.transcript_available``: the appointment is queried over GraphQL (its
+  ``transcripts`` field, Healthie's real schema), the chosen transcript's WebVTT file is
+  downloaded from its ``expiring_url`` (re-querying for a fresh link when it has expired) and
+  parsed into items with speaker and offsets (:mod:`carehook.workflows.vtt`); then the same path.
 
 Storing the transcript is its own step, so a retry of the EHR write does not fetch it again.
 """
@@ -15,26 +17,33 @@ Storing the transcript is its own step, so a retry of the EHR write does not fet
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from carehook.connectors.fhir import mapping as fhir
-from carehook.errors import PermanentError
+from carehook.errors import PermanentError, RetryableError
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
 from carehook.workflows.catalog import WorkflowConfig
 from carehook.workflows.healthie_lifecycle import lifecycle_step
 from carehook.workflows.notes import not_configured
 from carehook.workflows.ports import (
+    Appointment,
     ClinicalNote,
+    HealthieApi,
     NoteSection,
     Services,
     Transcript,
     TranscriptItem,
+    TranscriptLink,
+    TranscriptLinkExpired,
 )
+from carehook.workflows.vtt import parse_vtt, speaker_roles
 
 #: where a dot phrase goes when Nabla suggests no section (the brief's first rule: "decide for a
 #: default, for instance any kind of free-text area")
 FREE_TEXT_KEY = "ADDITIONAL_NOTES"
 FREE_TEXT_TITLE = "Additional notes"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _job(ctx: StepContext) -> Mapping[str, Any]:
@@ -61,7 +70,7 @@ def merge_dot_phrases(
         text = str(suggestion.get("text_to_insert") or "")
         ref = suggestion.get("note_section")
         if isinstance(ref, Mapping) and ref.get("key"):
-            key, title = str(ref["key"]), str(ref.get("title") or ref["key"])
+            key, title = str(ref["key"]), section_title(ref)
         else:
             key, title = FREE_TEXT_KEY, FREE_TEXT_TITLE
         at = next((i for i, s in enumerate(merged) if s.key == key), None)
@@ -74,6 +83,15 @@ def merge_dot_phrases(
     return tuple(merged)
 
 
+def section_title(section: Mapping[str, Any]) -> str:
+    """A section's title; one Nabla sent without a title is named from its key
+    (``REVIEW_OF_SYSTEMS`` -> ``Review of systems``): an unknown key is kept, never dropped."""
+    title = section.get("title")
+    if isinstance(title, str) and title.strip():
+        return title
+    return str(section.get("key") or "Section").replace("_", " ").strip().capitalize()
+
+
 def nabla_note(ctx: StepContext) -> ClinicalNote:
     """The note of a ``generate_note_async.succeeded`` event, dot phrases merged."""
     job, inner = _job(ctx), _inner(ctx)
@@ -81,7 +99,7 @@ def nabla_note(ctx: StepContext) -> ClinicalNote:
     if not isinstance(note, Mapping):
         raise PermanentError(f"nabla event {ctx.item.event_id}: no note in the payload")
     sections = tuple(
-        NoteSection(str(s.get("key")), str(s.get("title")), str(s.get("text")))
+        NoteSection(str(s.get("key")), section_title(s), str(s.get("text") or ""))
         for s in note.get("sections") or () if isinstance(s, Mapping)
     )  # fmt: skip
     suggestions = [s for s in inner.get("suggested_dot_phrases") or () if isinstance(s, Mapping)]
@@ -131,6 +149,41 @@ def transcript_from_state(d: Mapping[str, Any]) -> Transcript:
     )  # fmt: skip
 
 
+#: how often an expired ``expiring_url`` is replaced by re-querying the appointment
+LINK_REFRESHES = 2
+#: which transcript is filed when an appointment has several: the processed recording's first
+_PREFERENCE = {"processed_recording": 0, "realtime_capture": 1}
+
+
+def pick_transcript(links: Sequence[TranscriptLink]) -> TranscriptLink | None:
+    """The completed transcript to file (processed recording over real-time capture, then the
+    latest); None when none is completed."""
+    done = [link for link in links if link.status == "completed"]
+    if not done:
+        return None
+    return min(done, key=lambda link: (_PREFERENCE.get(link.kind or "", 2),
+                                       -(link.ends_at or link.starts_at or _EPOCH).timestamp()))
+
+
+async def fetch_vtt(api: HealthieApi, appointment_id: str
+                    ) -> tuple[Appointment, str, TranscriptLink]:  # fmt: skip
+    """The appointment, its chosen transcript's VTT text and link; a refused (expired) link is
+    replaced by querying the appointment again, up to :data:`LINK_REFRESHES` times."""
+    for attempt in range(LINK_REFRESHES + 1):
+        appointment = await api.appointment(appointment_id)
+        link = pick_transcript(appointment.transcripts)
+        if link is None:
+            pending = sum(1 for t in appointment.transcripts if t.status == "processing")
+            raise RetryableError(f"healthie appointment {appointment_id}: no completed "
+                                 f"transcript yet ({pending} processing)")  # fmt: skip
+        try:
+            return appointment, await api.transcript_file(link), link
+        except TranscriptLinkExpired:
+            if attempt == LINK_REFRESHES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class TranscriptSteps:
     """The steps of the Nabla and Healthie note and transcript workflows."""
 
@@ -178,21 +231,23 @@ class TranscriptSteps:
                           {**ctx.state, "transcript": transcript_to_state(t)})  # fmt: skip
 
     async def fetch_healthie_transcript(self, ctx: StepContext) -> StepResult:
-        """Fetch the appointment and its transcript over GraphQL; keep it (encrypted)."""
+        """Query the appointment, download its transcript's VTT file, parse and keep it
+        (encrypted); an expired link is replaced by querying the appointment again."""
         api = self._services.healthie.get(ctx.item.source)
         if api is None:
             return not_configured(ctx, f"api_url of source {ctx.item.source}")
         appointment_id = str(ctx.item.payload.get("resource_id"))
-        appointment = await api.appointment(appointment_id)
-        t = await api.transcript(appointment_id)
+        appointment, text, link = await fetch_vtt(api, appointment_id)
+        roles = speaker_roles(appointment.provider_name, appointment.patient_name)
+        items = parse_vtt(text, roles, f"healthie transcript {link.transcript_id}")
         t = Transcript(
-            vendor="healthie", transcript_id=t.transcript_id, items=t.items,
-            patient_id=t.patient_id or appointment.patient_id,
-            author_id=t.author_id or appointment.provider_id, language=t.language,
-            created_at=t.created_at,
+            vendor="healthie", transcript_id=link.transcript_id, items=items,
+            patient_id=appointment.patient_id, author_id=appointment.provider_id,
+            created_at=link.ends_at, external_id=appointment_id,
         )  # fmt: skip
         state = {**ctx.state, "transcript": transcript_to_state(t)}
-        detail = f"transcript {t.transcript_id}: {len(t.items)} items stored"
+        detail = (f"transcript {t.transcript_id} ({link.kind or 'unknown type'}): "
+                  f"{len(t.items)} items stored")  # fmt: skip
         return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "transcript.stored"), state)
 
     async def transcript_document(self, ctx: StepContext) -> StepResult:
