@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -64,7 +65,7 @@ class Receiver:
         self._thread.join(timeout=30)
 
 
-def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         return conn.execute(sql).fetchall()
 
@@ -106,7 +107,7 @@ async def test_a_destination_down_for_minutes_gets_everything_once_when_back(
 
             def all_done() -> bool:
                 rows = _rows(db, "SELECT count(*) FROM events WHERE status IN ('done', 'dead')")
-                return int(rows[0][0]) >= len(acked)  # type: ignore[call-overload]
+                return int(rows[0][0]) >= len(acked)
 
             await wait_until(all_done, "every event to be terminal", seconds=cap * 4 + 60)
             drained = time.monotonic() - back_at
@@ -123,7 +124,7 @@ async def test_a_destination_down_for_minutes_gets_everything_once_when_back(
         [f"receiver down {down_for:.0f} s (retry base {base} s, cap {cap} s); delivered before "
          f"the stop {delivered_before}; events retrying when it came back {retrying}",
          f"failed attempts {failures}; most attempts of one event "
-         f"{max((int(e[3]) for e in events), default=0)}",  # type: ignore[call-overload]
+         f"{max((int(e[3]) for e in events), default=0)}",
          f"all terminal {drained:.1f} s after the receiver was back; "
          f"receiver holds {len(receiver.ids)} ids, {sum(receiver.ids.values())} deliveries"],
     )  # fmt: skip

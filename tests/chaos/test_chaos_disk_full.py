@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ from .support_worker import (
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 
-def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         return conn.execute(sql).fetchall()
 
@@ -64,7 +65,7 @@ async def test_a_full_disk_answers_503_and_recovers_when_space_returns(tmp_path:
 
             def all_done() -> bool:
                 rows = _rows(db, "SELECT count(*) FROM events WHERE status = 'done'")
-                return int(rows[0][0]) >= len(acked)  # type: ignore[call-overload]
+                return int(rows[0][0]) >= len(acked)
 
             await wait_until(all_done, "every acknowledged event to be done")
             ready_after = await asyncio.to_thread(readyz, gateway.url)

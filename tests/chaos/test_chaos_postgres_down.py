@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,7 +31,7 @@ from .support_worker import (
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
 
 
-def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
 
@@ -66,7 +67,7 @@ async def test_postgres_down_mid_load_answers_503_and_loses_nothing(tmp_path: Pa
         def all_terminal() -> bool:
             rows = _rows(cluster.url, "SELECT count(*) FROM events WHERE status IN "
                                       "('done', 'dead')")  # fmt: skip
-            return int(rows[0][0]) >= len(acked)  # type: ignore[call-overload]
+            return int(rows[0][0]) >= len(acked)
 
         await wait_until(all_terminal, "every acknowledged event to be terminal")
         events = _rows(cluster.url, "SELECT id, event_id, status FROM events")

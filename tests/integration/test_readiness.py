@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,9 +24,11 @@ from carehook.envelope import SignedRequest
 from carehook.inbox import migrate
 from carehook.inbox.port import EventFilter
 from carehook.settings import load_settings
+from carehook.sources import build_source
+from carehook.vendors import builtin_vendors
 from carehook.web.app import create_app
 from carehook.web.ingress import Ingress
-from carehook.worker.supervisor import BackgroundTask
+from carehook.worker.supervisor import BackgroundTask, TaskFn
 from loopback import free_port, serve_config
 
 from .conftest import NO_WORKER, SECRETS, write_config
@@ -49,9 +52,9 @@ def _crashes(url: str, task: str) -> float:
     raise AssertionError(f"no crash counter for {task}")
 
 
-def _crashing_then(times: int, then: Callable[[asyncio.Event], object] | None = None) -> tuple[
-    BackgroundTask, list[float]
-]:
+def _crashing_then(
+    times: int, then: TaskFn | None = None
+) -> tuple[BackgroundTask, list[float]]:
     """A task that raises on its first ``times`` runs, then runs ``then`` (or waits for stop)."""
     starts: list[float] = []
 
@@ -61,7 +64,7 @@ def _crashing_then(times: int, then: Callable[[asyncio.Event], object] | None = 
             await asyncio.sleep(0.3)
             raise RuntimeError("planted crash")
         if then is not None:
-            await then(stop)  # type: ignore[misc]
+            await then(stop)
         else:
             await stop.wait()
 
@@ -74,11 +77,12 @@ def config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "carehook.toml", f"sqlite:///{tmp_path / 'c.db'}", FAST_RESTART)
 
 
-def _serve(config: Path, task: BackgroundTask | None) -> Iterator[str]:
+@contextmanager
+def _serve(config: Path, task: BackgroundTask) -> Iterator[str]:
     settings = load_settings(config)
     components = build_components(settings)
     ingress = Ingress(components.sources, components.store, components.metrics, time.time)
-    app = create_app(ingress, components.store, components.metrics, [task] if task else [],
+    app = create_app(ingress, components.store, components.metrics, [task],
                      restart_seconds=(0.3, 1.0))  # fmt: skip
     with serve_config(server_config(app, "127.0.0.1", free_port())) as url:
         yield url
@@ -97,10 +101,9 @@ def test_a_crashed_task_is_logged_counted_restarted_and_readyz_503_while_down(
         answers.append((answer.status_code, answer.json().get("background")))
         return answer.status_code == 200 and len(starts) == 3
 
-    with capture_logs() as logs:
-        for url in _serve(config, task):
-            _until(lambda url=url: ready(url))  # type: ignore[misc]
-            assert _crashes(url, "worker") == 2
+    with capture_logs() as logs, _serve(config, task) as url:
+        _until(lambda: ready(url))
+        assert _crashes(url, "worker") == 2
     assert (503, {"worker": "down"}) in answers
     assert answers[-1] == (200, {"worker": "up"})
     crashed = [e for e in logs if e["event"] == "background.crashed"]
@@ -109,9 +112,6 @@ def test_a_crashed_task_is_logged_counted_restarted_and_readyz_503_while_down(
 
 
 def _signed(config: Path, event_id: str) -> tuple[bytes, dict[str, str]]:
-    from carehook.sources import build_source
-    from carehook.vendors import builtin_vendors
-
     settings = load_settings(config)
     source = build_source("abridge", settings.sources["abridge"], builtin_vendors())
     data = {"session_id": "ses_1", "status": "completed"}
