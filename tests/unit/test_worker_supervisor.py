@@ -1,4 +1,4 @@
-"""The supervisor of background tasks: back-off, early returns, prompt stop."""
+"""The supervisor of background tasks: back-off, early returns, prompt stop, worker helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
+from carehook.crypto import KeyRing
+from carehook.testing import InMemoryInbox
+from carehook.worker.engine import Worker
+from carehook.worker.policy import RetryPolicy
 from carehook.worker.supervisor import BackgroundTask, Supervisor, restart_delay
+from carehook.workflows import default_router
 
 
 @pytest.mark.parametrize(
@@ -54,3 +59,35 @@ async def test_a_stop_during_the_back_off_ends_the_wait_at_once() -> None:
     assert supervisor.down() == {"worker"}
     stop.set()
     await asyncio.wait_for(runner, 2)
+
+
+class _BrokenListener(InMemoryInbox):
+    """An in-memory store whose wake-up wait fails with a bug (not a storage error)."""
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (the port's)
+        raise LookupError("planted")
+
+
+async def test_a_crashed_worker_helper_fails_the_worker_so_it_is_restarted(
+    keyring: KeyRing,
+) -> None:
+    """The listener dies of a bug: Worker.run raises it at once instead of running on without
+    it, and the supervisor counts the crash."""
+    store = _BrokenListener(keyring)
+    stop = asyncio.Event()
+    worker = Worker(store, default_router(), lambda _s: RetryPolicy(), poll_seconds=30)
+    with pytest.raises(LookupError):
+        await asyncio.wait_for(worker.run(stop), 5)
+    registry = CollectorRegistry()
+    runs = 0
+
+    async def run(stop_: asyncio.Event) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            stop.set()
+        await Worker(store, default_router(), lambda _s: RetryPolicy(), poll_seconds=30).run(stop_)
+
+    supervisor = Supervisor([BackgroundTask("worker", run)], registry, base_seconds=0.01)
+    await asyncio.wait_for(supervisor.run(stop), 5)
+    assert registry.get_sample_value("carehook_background_crashes_total", {"task": "worker"}) == 1

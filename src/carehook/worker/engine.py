@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from carehook.errors import LeaseLost, PartialFailure, PermanentError, StorageError
 from carehook.inbox.work import Claim, WorkStore
@@ -131,10 +131,13 @@ class Worker:
             asyncio.create_task(self._listen(), name="carehook-worker-listen"),
             asyncio.create_task(self._heartbeat(), name="carehook-worker-heartbeat"),
         ]
+        for helper in helpers:  # a helper that fails wakes the loop, which then fails too
+            helper.add_done_callback(lambda _task: self._wake.set())
         _log.info("worker.started", workers=self._concurrency, host=self._host)
         try:
             while not stop.is_set():
                 await self._turn()
+                _raise_if_failed(helpers)
         finally:
             try:
                 await self._shutdown()
@@ -434,6 +437,14 @@ async def _wait(event: asyncio.Event, seconds: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+def _raise_if_failed(helpers: Sequence[asyncio.Task[None]]) -> None:
+    """Re-raise the error of a helper that crashed: without its heartbeat or listener the
+    worker must not go on quietly (its supervisor logs the crash and restarts it)."""
+    for helper in helpers:
+        if helper.done() and not helper.cancelled() and helper.exception() is not None:
+            raise cast(BaseException, helper.exception())
 
 
 def _raise_if_cancelling() -> None:
