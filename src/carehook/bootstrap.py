@@ -14,18 +14,24 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from carehook.crypto import KeyRing, load_key_ring
 from carehook.errors import StorageError
 from carehook.inbox import migrate, open_store
 from carehook.inbox.port import InboxStore
+from carehook.inbox.reads import AdminReads
 from carehook.inbox.work import WorkStore
-from carehook.observability import Metrics
+from carehook.observability import Metrics, StoreGauges
+from carehook.operations import Operations, source_configs
 from carehook.preflight import preflight
-from carehook.services import ServiceSet, build_services, workflow_config
+from carehook.services import ServiceSet, build_services, key_store, workflow_config
 from carehook.settings import Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
+from carehook.web.admin import create_admin
+from carehook.web.admin.auth import session_key
+from carehook.web.admin.listener import admin_listener
 from carehook.web.app import Background, Gateway, SchemaCheck, create_app
 from carehook.web.ingress import Ingress
 from carehook.worker.engine import Worker, utcnow
@@ -37,8 +43,8 @@ from carehook.workflows import Router, catalog
 from carehook.workflows.ports import Services
 
 
-class Store(InboxStore, WorkStore, Protocol):
-    """Both halves of the storage port, as every adapter implements them."""
+class Store(InboxStore, WorkStore, AdminReads, Protocol):
+    """Every half of the storage port, as every adapter implements them."""
 
 
 @dataclass(slots=True)
@@ -53,6 +59,8 @@ class Components:
     worker_metrics: WorkerMetrics
     #: the storage URL whose schema ``/readyz`` checks (None: a store handed in by a test)
     schema_url: str | None = None
+    #: events by status, queue depth, oldest waiting, dead letters: read from the store
+    store_gauges: StoreGauges | None = None
 
 
 def build_keyring(settings: Settings) -> KeyRing:
@@ -81,6 +89,7 @@ def build_components(settings: Settings, store: InboxStore | None = None) -> Com
         metrics=metrics,
         worker_metrics=WorkerMetrics.create(metrics.registry),
         schema_url=settings.storage_url if store is None else None,
+        store_gauges=StoreGauges.create(metrics.registry),
     )
 
 
@@ -102,8 +111,17 @@ def build_app(
     if service_set is not None:
         background = background_tasks(components, service_set)
         closers.append(service_set.aclose)
+    admin, admin_cfg = build_admin(components), settings.admin
+    if admin is not None and admin_cfg.port is not None:  # its own listener
+        listener = admin_listener(admin, admin_cfg.host or "127.0.0.1", admin_cfg.port)
+        background.append(BackgroundTask("admin", listener))
+        admin = None
+    gauges, store = components.store_gauges, components.store
+    refresh = None if gauges is None else (lambda: gauges.refresh(store))
+    jwks = key_store(settings).jwks
     return create_app(
-        ingress, components.store, components.metrics, background,
+        ingress, components.store, components.metrics, background, admin=admin,
+        refresh_metrics=refresh, jwks=jwks,
         schema=schema_check(components.schema_url), on_close=closers,
         restart_seconds=(settings.worker.restart_base_seconds, settings.worker.restart_cap_seconds),
     )  # fmt: skip
@@ -134,6 +152,21 @@ def schema_check(url: str | None) -> SchemaCheck | None:
         return f"database at {current or 'no revision'}, code at {head}"
 
     return check
+
+
+def build_operations(components: Components) -> Operations:
+    """The operator service (CLI, admin API, dashboard) over the components' store."""
+    return Operations(components.store, source_configs(components.settings))
+
+
+def build_admin(components: Components) -> ASGIApp | None:
+    """The admin API and dashboard for the ``/admin`` mount; None (so 404) without a token."""
+    admin = components.settings.admin
+    if not admin.tokens:
+        return None
+    keyring = components.keyring
+    key = session_key(keyring.keys[keyring.active])
+    return create_admin(build_operations(components), admin, key)
 
 
 def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:
@@ -182,6 +215,7 @@ def worker_task(
         own = service_set is None
         built = build_services(components.settings) if service_set is None else service_set
         try:
+            await built.prepare()
             worker = build_worker(components, concurrency=concurrency,
                                   services=built.services)  # fmt: skip
             await worker.run(stop)

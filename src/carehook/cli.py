@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from carehook import __version__
+from carehook.cli_admin import admin_app, sources_app
 from carehook.cli_common import (
     ConfigOpt,
     JsonOpt,
@@ -24,9 +25,11 @@ from carehook.cli_common import (
     run,
     settings_of,
     table,
-    with_store,
+    with_operations,
 )
+from carehook.cli_ehr import ehr_app
 from carehook.cli_events import dlq_app, events_app, purge, status
+from carehook.cli_keys import keys_app
 from carehook.cli_register import register
 from carehook.cli_reviews import reviews_app
 from carehook.cli_sandbox import sandbox
@@ -48,6 +51,10 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(sources_app, name="sources")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ehr_app, name="ehr")
 
 
 @app.callback(invoke_without_command=True)
@@ -242,10 +249,15 @@ def requests_ls(
     config: ConfigOpt = None,
     json_: JsonOpt = False,
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    outcome: Annotated[str | None, typer.Option(
+        help="Only this outcome: accepted, duplicate or rejected.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
 ) -> None:
     """List recent requests with their outcome and cause, newest first."""
-    rows = with_store(settings_of(config), lambda s: s.list_requests(limit, source))
+    from carehook.inbox.reads import RequestQuery
+
+    q = RequestQuery(source=source, outcome=outcome, limit=limit)
+    rows = with_operations(settings_of(config), lambda ops: ops.requests(q)).items
     if json_:
         print(json.dumps(jsonable(rows), indent=2))
     else:

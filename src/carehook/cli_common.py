@@ -75,3 +75,11 @@ def table(title: str, rows: list[Any], columns: list[str]) -> None:
         data = jsonable(row)
         grid.add_row(*("" if data.get(c) is None else str(data.get(c)) for c in columns))
     out.print(grid)
+
+
+def with_operations(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the configured store, run ``work(operations)`` over it (the operator service that
+    the admin API uses too), close it."""
+    from carehook.operations import Operations, source_configs
+
+    return with_store(settings, lambda store: work(Operations(store, source_configs(settings))))

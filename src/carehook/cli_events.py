@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,8 +17,9 @@ from carehook.cli_common import (
     run,
     settings_of,
     table,
-    with_store,
+    with_operations,
 )
+from carehook.operations.timeline import duration
 
 events_app = typer.Typer(help="List, inspect and replay stored events.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: events that failed for good.", no_args_is_help=True)
@@ -29,6 +29,10 @@ _EVENT_COLUMNS = ["id", "source", "vendor", "event_id", "type", "subject", "stat
                   "received_at"]
 
 
+_DateOpt = Annotated[str | None, typer.Option(
+    help="ISO 8601 date or time (UTC unless given).", show_default=False)]
+
+
 @events_app.command("ls")
 def events_ls(
     config: ConfigOpt = None,
@@ -36,13 +40,18 @@ def events_ls(
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
     type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    since: _DateOpt = None,
+    until: _DateOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
 ) -> None:
-    """List stored events, newest first."""
-    from carehook.inbox.port import EventFilter
+    """List stored events, newest first (received since/until: --since, --until)."""
+    from carehook.inbox.reads import EventQuery
 
-    flt = EventFilter(source=source, status=status, type=type_, limit=limit)
-    rows = with_store(settings_of(config), lambda s: s.list_events(flt))
+    q = EventQuery(source=source, status=status, type=type_, subject=subject,
+                   since=_parse_time(since, "--since"), until=_parse_time(until, "--until"),
+                   limit=limit)  # fmt: skip
+    rows = with_operations(settings_of(config), lambda ops: ops.events(q)).items
     if json_:
         print(json.dumps(jsonable(rows), indent=2))
     else:
@@ -62,18 +71,17 @@ def events_show(
 ) -> None:
     """Show one event: metadata, finished steps, every attempt (with --payload: the payload)."""
 
-    async def work(store: Any) -> tuple[Any, list[Any], list[Any], bytes | None]:
-        row = await store.get_event(event)
-        if row is None:
-            return None, [], [], None
-        data = await store.read_payload(event, actor) if payload else None
-        return row, await store.list_steps(event), await store.list_attempts(event), data
+    async def work(ops: Any) -> tuple[Any, bytes | None]:
+        detail = await ops.event(event)
+        data = await ops.payload(event, actor) if payload and detail is not None else None
+        return detail, data
 
-    row, steps, attempts, data = with_store(settings_of(config), work)
-    if row is None:
+    detail, data = with_operations(settings_of(config), work)
+    if detail is None:
         err.print(f"no event {event}")
         raise typer.Exit(1)
-    doc = jsonable(row)
+    steps, attempts = detail.steps, detail.attempts
+    doc = jsonable(detail.event)
     # "attempts" is the count (as in `events ls`); every try is listed under "attempt_log"
     doc["steps"], doc["attempt_log"] = jsonable(steps), jsonable(attempts)
     if payload:
@@ -113,16 +121,24 @@ def events_replay(
     being processed.
     """
     from carehook.inbox.work import ReplayFilter
+    from carehook.operations import OperationRefused
 
-    if event is None and not (source or type_ or status or since):
-        err.print("give an event id or at least one of --source, --type, --status, --since")
-        raise typer.Exit(2)
-    if status is not None and status not in _REPLAYABLE:
-        err.print(f"--status must be one of: {', '.join(_REPLAYABLE)}")
-        raise typer.Exit(2)
     flt = ReplayFilter(event_pks=() if event is None else (event,), source=source, type=type_,
-                       status=status, since=None if since is None else _parse_since(since))
-    count = with_store(settings_of(config), lambda s: s.replay(flt, actor, dry_run=dry_run))
+                       status=status, since=_parse_time(since, "--since"))
+
+    async def work(ops: Any) -> int | OperationRefused:
+        try:
+            count: int = await ops.replay(flt, actor, dry_run=dry_run)
+        except OperationRefused as exc:
+            return exc
+        return count
+
+    count = with_operations(settings_of(config), work)
+    if isinstance(count, OperationRefused):
+        text = str(count).replace("status must", "--status must")
+        text = text.replace("source, type, status, since", "--source, --type, --status, --since")
+        err.print(text, highlight=False)
+        raise typer.Exit(2)
     noun = "event" if count == 1 else "events"
     out.print(f"would replay {count} {noun} (dry run)" if dry_run else f"replayed {count} {noun}")
     if event is not None and count == 0:
@@ -130,16 +146,15 @@ def events_replay(
         raise typer.Exit(1)
 
 
-_REPLAYABLE = ("pending", "retrying", "done", "dead")
-
-
-def _parse_since(text: str) -> datetime:
+def _parse_time(text: str | None, hint: str) -> datetime | None:
     """An ISO date or date-time; naive means UTC."""
+    if text is None:
+        return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"not an ISO 8601 date or time: {text!r}",
-                                 param_hint="--since") from None
+                                 param_hint=hint) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -151,14 +166,8 @@ def dlq_ls(
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
 ) -> None:
     """List dead events, newest first, with their last error class and message."""
-    from carehook.inbox.port import EventFilter
-
-    async def work(store: Any) -> list[dict[str, Any]]:
-        rows = await store.list_events(EventFilter(source=source, status="dead", limit=limit))
-        errors = await store.last_errors([r.id for r in rows])
-        return [_dead_letter(row, errors.get(row.id)) for row in rows]
-
-    rows = with_store(settings_of(config), work)
+    page = with_operations(settings_of(config), lambda ops: ops.dead_letters(source, None, limit))
+    rows = [_dead_letter(d) for d in page.items]
     if json_:
         print(json.dumps(rows, indent=2))
     else:
@@ -166,12 +175,11 @@ def dlq_ls(
                                       "received_at", "failed_at", "error_class", "error_message"])
 
 
-def _dead_letter(row: Any, error: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = jsonable(row)
-    last = jsonable(error) if error is not None else {}
-    doc["failed_at"] = last.get("finished_at")
-    doc["error_class"] = last.get("error_class")
-    doc["error_message"] = last.get("error_message")
+def _dead_letter(letter: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = jsonable(letter.event)
+    doc["failed_at"] = jsonable(letter.failed_at)
+    doc["error_class"] = letter.error_class
+    doc["error_message"] = letter.error_message
     return doc
 
 
@@ -185,66 +193,31 @@ def status(
 
     Each entry's state and time, the time since the previous entry and since the first, and
     how long the subject spent in each state."""
-
-    async def work(store: Any) -> tuple[str | None, list[Any]]:
-        return await store.subject_state(subject), await store.timeline(subject, limit)
-
-    state, rows = with_store(settings_of(config), work)
-    entries = _timeline(rows)
-    spans = _state_durations(rows)
-    total = (rows[-1].at - rows[0].at).total_seconds() if rows else None
+    timeline = with_operations(settings_of(config), lambda ops: ops.timeline(subject, limit))
+    entries = [_entry(e, subject) for e in timeline.entries]
+    total, spans = timeline.total_seconds, timeline.state_seconds
     if json_:
-        print(json.dumps({"subject": subject, "state": state, "timeline": entries,
+        print(json.dumps({"subject": subject, "state": timeline.state, "timeline": entries,
                           "total_seconds": total, "state_seconds": spans}, indent=2))
         return
     if not entries:
         err.print(f"no timeline for {subject}")
         raise typer.Exit(1)
-    out.print(f"{subject}: {state}", highlight=False)
+    out.print(f"{subject}: {timeline.state}", highlight=False)
     table("timeline", entries, ["at", "since_previous", "elapsed", "event_pk", "type", "state",
                                 "detail"])  # fmt: skip
-    if len(rows) > 1 and total is not None:
-        parts = ", ".join(f"{name} {_duration(secs)[1:]}" for name, secs in spans.items())
-        out.print(f"{len(rows)} entries over {_duration(total)[1:]}; time per state: {parts}",
+    if len(entries) > 1 and total is not None:
+        parts = ", ".join(f"{name} {duration(secs)[1:]}" for name, secs in spans.items())
+        out.print(f"{len(entries)} entries over {duration(total)[1:]}; time per state: {parts}",
                   highlight=False)  # fmt: skip
 
 
-def _timeline(rows: list[Any]) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    previous: datetime | None = None
-    first: datetime | None = rows[0].at if rows else None
-    for row in rows:
-        doc: dict[str, Any] = jsonable(row)
-        gap = None if previous is None else (row.at - previous).total_seconds()
-        doc["since_previous_seconds"] = gap
-        doc["since_previous"] = "" if gap is None else _duration(gap)
-        elapsed = 0.0 if first is None else (row.at - first).total_seconds()
-        doc["elapsed_seconds"] = elapsed
-        doc["elapsed"] = _duration(elapsed)
-        entries.append(doc)
-        previous = row.at
-    return entries
-
-
-def _state_durations(rows: list[Any]) -> dict[str, float]:
-    """Seconds spent in each state: from an entry to the next, summed per state (the current
-    state's open span is not counted)."""
-    spans: dict[str, float] = {}
-    for row, following in itertools.pairwise(rows):
-        spans[row.state] = spans.get(row.state, 0.0) + (following.at - row.at).total_seconds()
-    return spans
-
-
-def _duration(seconds: float) -> str:
-    """``+0.250s``, ``+12.0s``, ``+3m05s``, ``+2h04m``, ``+3d02h``."""
-    if seconds < 60:
-        return f"+{seconds:.3f}s" if seconds < 10 else f"+{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"+{days}d{hours:02d}h"
-    return f"+{hours}h{minutes:02d}m" if hours else f"+{minutes}m{secs:02d}s"
+def _entry(entry: Any, subject: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"subject": subject, **jsonable(entry)}
+    gap = entry.since_previous_seconds
+    doc["since_previous"] = "" if gap is None else duration(gap)
+    doc["elapsed"] = duration(entry.elapsed_seconds)
+    return doc
 
 
 def purge(config: ConfigOpt = None) -> None:

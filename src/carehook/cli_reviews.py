@@ -20,7 +20,7 @@ from carehook.cli_common import (
     out,
     settings_of,
     table,
-    with_store,
+    with_operations,
 )
 from carehook.errors import ReviewError
 
@@ -40,7 +40,7 @@ def reviews_ls(
 ) -> None:
     """List open review items, newest first (--all: resolved ones too)."""
     status = None if all_ else "open"
-    rows = with_store(settings_of(config), lambda s: s.list_reviews(status, limit))
+    rows = with_operations(settings_of(config), lambda ops: ops.reviews(status, None, limit)).items
     if json_:
         print(json.dumps(jsonable(rows), indent=2))
         return
@@ -63,13 +63,13 @@ def reviews_resolve(
         err.print("--note must say what was decided")
         raise typer.Exit(2)
 
-    async def work(store: Any) -> Any:
+    async def work(ops: Any) -> Any:
         try:
-            return await store.resolve_review(review, actor, note)
+            return await ops.resolve_review(review, actor, note)
         except ReviewError as exc:
             return exc
 
-    row = with_store(settings_of(config), work)
+    row = with_operations(settings_of(config), work)
     if isinstance(row, ReviewError):
         err.print(f"carehook: {row}", highlight=False, markup=False)
         raise typer.Exit(1)

@@ -16,12 +16,17 @@ import httpx
 
 from carehook.connectors.abridge import AbridgeClient
 from carehook.connectors.fhir.client import FhirClient, OAuthClientCredentials
+from carehook.connectors.fhir.keys import KeyStore
+from carehook.connectors.fhir.ledger import SqlWriteLedger
+from carehook.connectors.fhir.smart import SmartBackend, jwks_url
+from carehook.connectors.fhir.writer import IdempotentEhr
 from carehook.connectors.forward import WebhookDestination
 from carehook.connectors.healthie import HealthieClient
 from carehook.connectors.notify import AppriseNotifier
 from carehook.connectors.outbound import outbound_client
 from carehook.connectors.webhooks import WebhookRegistrar
-from carehook.errors import ConfigError
+from carehook.errors import ConfigError, StepError
+from carehook.observability import get_logger
 from carehook.settings import DestinationSettings, Settings, SourceSettings, resolve_secret
 from carehook.workflows.catalog import ForwardRoute, SourceOptions, WorkflowConfig
 from carehook.workflows.ports import (
@@ -32,6 +37,8 @@ from carehook.workflows.ports import (
     Services,
 )
 
+_log = get_logger("carehook.services")
+
 
 @dataclass(slots=True)
 class ServiceSet:
@@ -39,11 +46,24 @@ class ServiceSet:
 
     services: Services
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    ledgers: list[SqlWriteLedger] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        """Read the EHR's CapabilityStatement now (at worker start), so the first write does
+        not wait for it; unreachable, it is read again at the first write."""
+        ehr = self.services.ehr
+        if isinstance(ehr, IdempotentEhr):
+            try:
+                await ehr.capabilities()
+            except StepError as exc:
+                _log.warning("fhir.metadata_unavailable", error_class=type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Close every HTTP client."""
+        """Close every HTTP client (and the FHIR write ledger)."""
         for client in self.clients:
             await client.aclose()
+        for ledger in self.ledgers:
+            ledger.close()
 
 
 def workflow_config(settings: Settings) -> WorkflowConfig:
@@ -67,7 +87,11 @@ def build_services(settings: Settings) -> ServiceSet:
         http = _client(out, dest.allow_private, dest.timeout_seconds)
         if dest.type == "fhir":
             if name == "ehr":
-                ehr = _fhir(http, name, dest)
+                ledger = SqlWriteLedger(settings.storage_url)
+                out.ledgers.append(ledger)
+                ehr = IdempotentEhr(_fhir(http, name, dest, settings), ledger, name,
+                                    conditional_create=dest.conditional_create,
+                                    pending_seconds=dest.pending_create_seconds)  # fmt: skip
         else:
             secret = resolve_secret(dest.secret or "", f"destinations.{name}.secret")
             try:
@@ -113,10 +137,17 @@ def _secret(src: SourceSettings, name: str, key: str) -> str:
     return resolve_secret(str(value), f"sources.{name}.{key}")
 
 
-def _fhir(http: httpx.AsyncClient, name: str, dest: DestinationSettings) -> FhirClient:
+def _fhir(
+    http: httpx.AsyncClient, name: str, dest: DestinationSettings, settings: Settings
+) -> FhirClient:
+    if dest.auth == "smart-backend":
+        return FhirClient(http, dest.url, oauth=_smart(name, dest, settings),
+                          timeout=dest.timeout_seconds)  # fmt: skip
     token = None if dest.token is None else resolve_secret(dest.token, f"destinations.{name}.token")
+    if dest.auth == "client-secret":
+        token = None
     oauth = None
-    if dest.token_url and dest.client_id and dest.client_secret:
+    if dest.client_id and dest.client_secret and dest.auth != "bearer":
         oauth = OAuthClientCredentials(
             token_url=dest.token_url, client_id=dest.client_id,
             client_secret=resolve_secret(dest.client_secret,
@@ -124,6 +155,28 @@ def _fhir(http: httpx.AsyncClient, name: str, dest: DestinationSettings) -> Fhir
             scope=dest.scope,
         )  # fmt: skip
     return FhirClient(http, dest.url, token=token, oauth=oauth, timeout=dest.timeout_seconds)
+
+
+def fhir_client(settings: Settings, name: str) -> tuple[FhirClient, httpx.AsyncClient]:
+    """The FHIR client of destination ``name`` and its HTTP client (``carehook ehr check``)."""
+    dest = settings.destinations.get(name)
+    if dest is None or dest.type != "fhir":
+        raise ConfigError(f"no fhir destination named {name!r}")
+    http = outbound_client(allow_private=dest.allow_private, timeout=dest.timeout_seconds)
+    return _fhir(http, name, dest, settings), http
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """The SMART Backend Services signing keys (``<data_dir>/keys``)."""
+    return KeyStore(settings.data_dir / "keys")
+
+
+def _smart(name: str, dest: DestinationSettings, settings: Settings) -> SmartBackend:
+    keys, alg = key_store(settings), dest.signing_alg
+    return SmartBackend(
+        client_id=dest.client_id or "", key=lambda: keys.signing_key(name, alg),
+        jku=jwks_url(settings.dashboard_url), scope=dest.scope, token_url=dest.token_url,
+    )  # fmt: skip
 
 
 def build_registrar(settings: Settings, name: str) -> tuple[WebhookRegistrar | None, ServiceSet]:

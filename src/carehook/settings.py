@@ -136,6 +136,14 @@ class DestinationSettings(BaseModel):
     credentials (``token_url`` + ``client_id`` + ``client_secret``, SMART backend services style).
     ``type = "webhook"``: an HTTPS endpoint receiving Standard Webhooks signed POSTs (``secret``,
     ``whsec_...`` or any string).
+
+    A FHIR destination's ``auth`` says how it authenticates: ``bearer`` (``token``),
+    ``client-secret`` (OAuth2: ``client_id`` + ``client_secret``), or ``smart-backend`` (SMART
+    Backend Services: ``client_id``, a key from ``carehook keys new``, ``signing_alg``; what Epic
+    and Oracle Health require). Unset, it follows the fields given (as before ``auth`` existed).
+    ``token_url`` defaults to the ``token_endpoint`` of ``{url}/.well-known/smart-configuration``.
+    ``conditional_create``: ``auto`` reads the server's CapabilityStatement per resource type,
+    ``yes`` always sends ``If-None-Exist``, ``no`` always searches by identifier first.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -151,6 +159,12 @@ class DestinationSettings(BaseModel):
     #: allow loopback and private addresses (refused by default: SSRF)
     allow_private: bool = False
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    auth: Literal["bearer", "client-secret", "smart-backend"] | None = None
+    signing_alg: Literal["RS384", "ES384"] = "RS384"
+    conditional_create: Literal["auto", "yes", "no"] = "auto"
+    #: a create whose earlier attempt left no server id and finds nothing is held this long
+    #: (searched again) before it is sent again: the earlier POST may still be in flight
+    pending_create_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("url", "token_url")
     @classmethod
@@ -163,9 +177,21 @@ class DestinationSettings(BaseModel):
     def _credentials(self) -> DestinationSettings:
         if self.type == "webhook" and not self.secret:
             raise ValueError("a webhook destination needs a secret")
+        if self.auth is not None:
+            return self._auth_fields(self.auth)
         oauth = (self.token_url, self.client_id, self.client_secret)
         if any(oauth) and not all(oauth):
             raise ValueError("OAuth2 needs token_url, client_id and client_secret together")
+        return self
+
+    def _auth_fields(self, auth: str) -> DestinationSettings:
+        if self.type != "fhir":
+            raise ValueError("auth applies to fhir destinations only")
+        needs = {"bearer": ("token",), "client-secret": ("client_id", "client_secret"),
+                 "smart-backend": ("client_id",)}[auth]  # fmt: skip
+        missing = [name for name in needs if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"auth = {auth!r} needs {', '.join(missing)}")
         return self
 
 
@@ -189,6 +215,44 @@ class NotificationSettings(BaseModel):
     allow_private: bool = False
 
 
+#: the admin token scopes: metadata, decrypted payloads (audited), replay and resolve, admin
+AdminScope = Literal["read", "payload", "replay", "admin"]
+ADMIN_SCOPES: tuple[str, ...] = ("read", "payload", "replay", "admin")
+
+
+class AdminToken(BaseModel):
+    """One admin API token: ``[[admin.tokens]] name, hash = "sha256:<hex>", scopes``.
+
+    Only the token's SHA-256 is kept (``carehook admin token new`` prints the token once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", repr=False)
+    scopes: list[AdminScope] = Field(min_length=1)
+
+
+class AdminSettings(BaseModel):
+    """The admin API and dashboard: ``[admin]``. Off (404) until a token is configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: a separate listener for /admin (default: the gateway's listener serves it)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    tokens: list[AdminToken] = Field(default_factory=list)
+    #: how long a dashboard login lasts
+    session_minutes: int = Field(default=480, ge=1, le=10080)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[AdminToken]) -> list[AdminToken]:
+        names = [t.name for t in value]
+        if len(names) != len(set(names)):
+            raise ValueError("admin token names must be unique")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -208,6 +272,7 @@ class Settings(BaseSettings):
     channels: dict[str, list[str]] = Field(default_factory=dict, repr=False)
     notifications: NotificationSettings = NotificationSettings()
     routes: list[RouteSettings] = Field(default_factory=list)
+    admin: AdminSettings = AdminSettings()
     #: the gateway's public base URL, for links in alerts (defaults to the server address)
     public_url: str | None = None
 

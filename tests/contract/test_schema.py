@@ -14,7 +14,8 @@ from carehook.inbox import migrate
 from carehook.inbox._common import sqlalchemy_url
 from carehook.inbox.schema import metadata
 
-TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline"}
+TABLES = {"requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline",
+          "fhir_writes"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -85,6 +86,12 @@ def test_migrated_schema_has_the_keys_the_inbox_relies_on(empty_url: str) -> Non
     assert ("events", ("received_at",), False) in found
     assert ("steps", ("event_pk", "name"), True) in found
     assert ("timeline", ("subject", "id"), False) in found
+    # partial: rejected requests only (the operator's rejection counts, 0006_admin)
+    assert ("requests", ("received_at",), False) in {
+        (t, cols, u)
+        for t, name, cols, u in _indexes(empty_url)
+        if name.endswith("rejected_received_at")
+    }
     # partial: the unfinished events only (claim's head-of-subject lookups)
     assert ("events", ("subject", "id"), False) in {
         (t, cols, u)

@@ -100,6 +100,11 @@ async def _away_location(request: Request) -> Response:
     return Response(status_code=201, headers={"Location": where})
 
 
+async def _relative_location(request: Request) -> Response:
+    """201 with no body and a relative Location, as Epic answers."""
+    return Response(status_code=201, headers={"Location": "DocumentReference/abc/_history/1"})
+
+
 async def _away_read(request: Request) -> Response:
     return JSONResponse({**mapping.note_document_reference(NOTE, "final"), "id": "abc"})
 
@@ -128,6 +133,8 @@ def url(server: FhirServer, tokens: TokenEndpoint) -> Iterator[str]:
         Route("/odd/echo/DocumentReference", _echoing_outcome, methods=["POST"]),
         Route("/odd/away/DocumentReference", _away_location, methods=["POST"]),
         Route("/odd/away/DocumentReference/abc", _away_read, methods=["GET"]),
+        Route("/odd/relative/DocumentReference", _relative_location, methods=["POST"]),
+        Route("/odd/relative/DocumentReference/abc", _away_read, methods=["GET"]),
     ])  # fmt: skip
     with serve_app(app) as base:
         yield base
@@ -206,6 +213,15 @@ async def test_empty_write_bodies_are_read_back(
 async def test_location_on_another_host_is_not_followed(http: httpx.AsyncClient, url: str) -> None:
     """Only the type and id are taken from a Location; the read goes to the base URL."""
     ehr = FhirClient(http, f"{url}/odd/away", token=TOKEN)
+    stored, created = await ehr.create(_doc())
+    assert (stored["id"], created) == ("abc", True)
+
+
+async def test_a_relative_location_is_read_back_under_the_base(
+    http: httpx.AsyncClient, url: str
+) -> None:
+    """``Location: DocumentReference/abc/_history/1`` (relative) names the stored resource."""
+    ehr = FhirClient(http, f"{url}/odd/relative", token=TOKEN)
     stored, created = await ehr.create(_doc())
     assert (stored["id"], created) == ("abc", True)
 

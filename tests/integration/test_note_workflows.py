@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,19 +28,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from carehook.bootstrap import build_app, build_components, server_config
+from carehook.connectors.fhir.keys import KeyStore
 from carehook.connectors.fhir.mapping import LOINC_SECTIONS, validate
 from carehook.envelope import SignedRequest
 from carehook.inbox.port import EventFilter
 from carehook.sandbox.app import Sandbox, build_sandbox
+from carehook.settings import load_settings
 from carehook.sources import build_source
 from carehook.vendors import builtin_vendors
-from loopback import serve_app
+from loopback import free_port, serve_app, serve_config
 
 from .conftest import SECRETS, Gateway, start_gateway
 
 PORTAL_SECRET = "whsec_cG9ydGFsLXNlY3JldC1mb3ItdGVzdHM="
 CANARY = "CANARY-PHI-Ada-Lovelace-19c2"
 NOTE_SYSTEM = "urn:carehook:abridge:note"
+SMART_CLIENT = "carehook-sandbox-client"
+#: the kinds of FHIR server: HAPI-like (conditional create, bearer token) and Epic-like (no
+#: conditional create, SMART Backend Services with an RS384 or an ES384 key)
+MODES = ["conditional", "epic-rs384", "epic-es384"]
 
 
 @dataclass
@@ -78,6 +89,13 @@ class Env:
             assert time.monotonic() < deadline, [(e.type, e.status) for e in events]
             time.sleep(0.05)
 
+    def await_capabilities(self) -> None:
+        """Wait until the worker has read the FHIR server's CapabilityStatement at its start."""
+        deadline = time.monotonic() + 30
+        while ("GET", "/metadata") not in self.sandbox.fhir.requests:
+            assert time.monotonic() < deadline, "the worker never read /metadata"
+            time.sleep(0.02)
+
     def resources(self, type_: str) -> list[dict[str, Any]]:
         """The FHIR test server's resources of a type, each validated again."""
         found = self.sandbox.fhir.resources(type_)
@@ -113,11 +131,15 @@ async def _details(gw: Gateway) -> dict[str, Any]:
         await store.close()
 
 
-def _config(path: Path, storage_url: str | None, sandbox_url: str, portal_url: str) -> Path:
+def _config(path: Path, storage_url: str | None, sandbox_url: str, portal_url: str,
+            mode: str = "conditional", gateway_url: str | None = None,
+            worker: str = "") -> Path:  # fmt: skip
     lines = ['data_dir = "."', 'log_level = "debug"']
+    if gateway_url:
+        lines += [f'public_url = "{gateway_url}"']
     if storage_url:
         lines += ["[storage]", f'url = "{storage_url}"', "auto_migrate = true"]
-    lines += ["[worker]", "poll_seconds = 0.05"]
+    lines += ["[worker]", "poll_seconds = 0.05", worker]
     api = {
         "abridge": [f'api_url = "{sandbox_url}/abridge"', 'api_token = "sandbox-abridge-token"',
                     'org_id = "sandbox-org"'],
@@ -128,8 +150,13 @@ def _config(path: Path, storage_url: str | None, sandbox_url: str, portal_url: s
         lines += [f"[sources.{vendor}]", f'vendor = "{vendor}"', f'secrets = ["{secret}"]',
                   "retry_base_seconds = 0.05", "retry_cap_seconds = 0.2",
                   "api_allow_private = true", *api.get(vendor, [])]  # fmt: skip
+    auth = ['token = "env:EHR_TOKEN"']
+    if mode.startswith("epic"):  # SMART Backend Services, like Epic; the token URL discovered
+        auth = ['auth = "smart-backend"', f'client_id = "{SMART_CLIENT}"',
+                f'signing_alg = "{mode.split("-")[1].upper()}"',
+                'scope = "system/DocumentReference.crus system/Practitioner.crus"']
     lines += ["[destinations.ehr]", 'type = "fhir"', f'url = "{sandbox_url}/fhir"',
-              'token = "env:EHR_TOKEN"', "allow_private = true",
+              *auth, "allow_private = true",
               "[destinations.portal]", 'type = "webhook"', f'url = "{portal_url}"',
               f'secret = "{PORTAL_SECRET}"', "allow_private = true"]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
@@ -144,15 +171,27 @@ def _portal(received: list[tuple[dict[str, str], bytes]]) -> Starlette:
     return Starlette(routes=[Route("/hooks/summary", hook, methods=["POST"])])
 
 
-def _env(tmp_path: Path, storage_url: str | None,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:  # fmt: skip
+def _env(tmp_path: Path, storage_url: str | None, monkeypatch: pytest.MonkeyPatch,
+         mode: str = "conditional", worker: str = "") -> Iterator[Env]:  # fmt: skip
+    """``mode``: ``conditional`` (bearer token, If-None-Exist honoured) or ``epic-rs384`` /
+    ``epic-es384`` (SMART Backend Services with that key; no conditional create)."""
     monkeypatch.setenv("EHR_TOKEN", "sandbox-fhir-token")
     sandbox = build_sandbox()
     received: list[tuple[dict[str, str], bytes]] = []
+    port = free_port()
+    gateway_url = f"http://127.0.0.1:{port}"
+    if mode.startswith("epic"):
+        sandbox.fhir.conditional_create = False
+        sandbox.fhir.token = None  # only tokens from its token endpoint are accepted
+        sandbox.fhir.register_client(SMART_CLIENT, f"{gateway_url}/.well-known/jwks.json")
+        KeyStore(tmp_path / "keys").new("ehr", "RS384" if mode == "epic-rs384" else "ES384")
     with serve_app(sandbox.app) as base, serve_app(_portal(received)) as portal:
-        config = _config(tmp_path / "carehook.toml", storage_url, base, f"{portal}/hooks/summary")
-        for gw in start_gateway(config):
-            yield Env(gw, sandbox, received)
+        config = _config(tmp_path / "carehook.toml", storage_url, base, f"{portal}/hooks/summary",
+                         mode, gateway_url, worker)  # fmt: skip
+        settings = load_settings(config)
+        app = build_app(build_components(settings))
+        with serve_config(server_config(app, "127.0.0.1", port)) as url:
+            yield Env(Gateway(url, settings, config), sandbox, received)
 
 
 @pytest.fixture
@@ -161,10 +200,18 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     yield from _env(tmp_path, None, monkeypatch)
 
 
-@pytest.fixture
-def env_any(tmp_path: Path, storage_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    """Gateway + sandbox on each storage backend."""
-    yield from _env(tmp_path, storage_url, monkeypatch)
+@pytest.fixture(params=MODES)
+def env_any(tmp_path: Path, storage_url: str, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> Iterator[Env]:  # fmt: skip
+    """Gateway + sandbox on each storage backend, against each kind of FHIR server."""
+    yield from _env(tmp_path, storage_url, monkeypatch, request.param)
+
+
+@pytest.fixture(params=MODES)
+def env_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+              request: pytest.FixtureRequest) -> Iterator[Env]:  # fmt: skip
+    """Gateway + sandbox on SQLite, against each kind of FHIR server."""
+    yield from _env(tmp_path, None, monkeypatch, request.param)
 
 
 def _docrefs(env: Env, system: str = NOTE_SYSTEM) -> list[dict[str, Any]]:
@@ -202,7 +249,7 @@ def test_a_completed_session_delivered_five_times_and_replayed_twice_is_one_note
     assert doc["context"]["encounter"][0]["reference"] == f"Encounter/{note['ehr']['encounter_id']}"
     assert doc["author"][0]["reference"] == f"Practitioner/{note['ehr']['practitioner_id']}"
     assert note["sections"][0]["text"] in _text(doc)
-    creates = [r for r in env.sandbox.fhir.requests if r[0] == "POST"]
+    creates = [r for r in env.sandbox.fhir.requests if r == ("POST", "/DocumentReference")]
     assert len(creates) == 1  # replays re-run nothing: the finished step is kept
 
 
@@ -217,8 +264,9 @@ async def _replay(gw: Gateway, pk: int) -> None:
         await store.close()
 
 
-def test_reviewed_amends_signed_locks_and_a_later_review_is_refused(env: Env) -> None:
+def test_reviewed_amends_signed_locks_and_a_later_review_is_refused(env_modes: Env) -> None:
     """completed → reviewed (amended, new text) → signed (final) → reviewed again: refused."""
+    env = env_modes
     env.send("abridge", "encounter.session.completed", 3)
     env.settle(1)
     env.sandbox.abridge.set_version("ses_000003", 2)
@@ -261,8 +309,12 @@ def test_signed_before_completed_still_ends_with_a_final_note(env: Env) -> None:
     assert steps == ["ok", "ok", "refused: note signed"]
 
 
-def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(env: Env) -> None:
+def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(
+    env_modes: Env,
+) -> None:
     """Three 503s are retried; the fourth attempt creates the one resource."""
+    env = env_modes
+    env.await_capabilities()  # the worker reads /metadata at start: not one of the three
     env.sandbox.fhir.fail_next(3, status=503)
     env.send("abridge", "encounter.session.completed", 5)
     [event] = env.settle(1)
@@ -270,6 +322,25 @@ def test_a_fhir_server_answering_503_three_times_then_201_ends_with_one_note(env
     assert len(_docrefs(env)) == 1
     [detail] = asyncio.run(_details(env.gw)).values()
     assert detail["attempts"] == 4
+
+
+def test_a_patient_the_ehr_does_not_know_is_left_out_visibly(env_modes: Env) -> None:
+    """subject is dropped (not sent dangling) and the step says so; the encounter is kept."""
+    env = env_modes
+    note = env.sandbox.abridge.note_body("ses_000013")
+    note["ehr"]["patient_id"] = "unknown-patient-1"
+    env.sandbox.abridge.set_response("/v1/sessions/ses_000013/note", note)
+    env.send("abridge", "encounter.session.completed", 13)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    [doc] = _docrefs(env)
+    assert "subject" not in doc
+    assert doc["context"]["encounter"][0]["reference"] == f"Encounter/{note['ehr']['encounter_id']}"
+    [detail] = asyncio.run(_details(env.gw)).values()
+    name, outcome, text = detail["steps"][0]
+    assert (name, outcome) == ("ehr.note.create", "ok")
+    assert "patient skipped: Patient/unknown-patient-1 not found in the EHR" in text
+    assert ("GET", "/Patient/unknown-patient-1") in env.sandbox.fhir.requests
 
 
 def test_patient_summary_is_pushed_to_the_portal_signed(env: Env) -> None:
@@ -479,3 +550,56 @@ async def _subject_data(gw: Gateway, events: list[Any]) -> list[dict[str, object
         return [await store.subject_data(e.subject) for e in events]
     finally:
         await store.close()
+
+
+# --- a worker killed between the POST and the step's record ----------------------------------
+
+
+def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``carehook worker`` in a subprocess, its output in ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "carehook"), "worker",
+                                 "--config", str(config)], cwd=config.parent, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["conditional", "epic-es384"])
+def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, pg_url: str
+) -> None:
+    """SIGKILL the moment the server stored the note (before it answers): the next worker
+    finds it (If-None-Exist, or the ledger's intent and a search) and creates no second one.
+    (Workers in separate processes: PostgreSQL, what a multi-process deployment uses.)"""
+    worker = "enabled = false\nlease_seconds = 1.0\n"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def kill(_: dict[str, Any]) -> None:
+        if len(procs) == 1:
+            os.kill(procs[0].pid, signal.SIGKILL)
+
+    for env in _env(tmp_path, pg_url, monkeypatch, mode, worker):
+        env.sandbox.fhir.on_create = kill
+        procs.append(_worker(env.gw.config, tmp_path / "worker1.log"))
+        try:
+            env.send("abridge", "encounter.session.completed", 12)
+            assert procs[0].wait(timeout=60) == -signal.SIGKILL
+            [event] = asyncio.run(_events(env.gw))
+            assert event.status == "processing"  # the step was never recorded
+            procs.append(_worker(env.gw.config, tmp_path / "worker2.log"))
+            [event] = env.settle(1)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        assert event.status == "done"
+        assert len(_docrefs(env)) == 1
+        posts = [r for r in env.sandbox.fhir.requests if r == ("POST", "/DocumentReference")]
+        if mode == "conditional":
+            assert len(posts) == 2  # the second If-None-Exist found the first
+        else:
+            assert len(posts) == 1  # the search found it: no second POST at all
+        [detail] = asyncio.run(_details(env.gw)).values()
+        assert detail["steps"][0][:2] == ("ehr.note.create", "ok")
+        assert "exists" in detail["steps"][0][2]

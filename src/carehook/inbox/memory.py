@@ -18,6 +18,7 @@ from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import StorageUnavailable
 from carehook.inbox._base import StoreBase
 from carehook.inbox._common import as_utc, initial_status, utcnow
+from carehook.inbox._memory_reads import MemoryReads  # the operator reads (admin surface)
 from carehook.inbox._memory_work import MemoryWork, StoredEvent
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import (
@@ -31,7 +32,7 @@ from carehook.inbox.port import (
 from carehook.inbox.work import AttemptRow, ReviewRow, StepRow, TimelineRow
 
 
-class InMemoryInbox(MemoryWork, StoreBase):
+class InMemoryInbox(MemoryWork, MemoryReads, StoreBase):
     """The inbox port in dicts, payloads encrypted like the real stores.
 
     Set ``unavailable = True`` to make every write raise StorageUnavailable (the store is
@@ -130,6 +131,10 @@ class InMemoryInbox(MemoryWork, StoreBase):
                 event_id=r.event_id,
             )
         )
+
+    def _event_rows(self) -> list[EventRow]:
+        """Every stored event's row, oldest first (for the operator reads)."""
+        return [s.row for s in self.events.values()]
 
     async def list_events(self, flt: EventFilter) -> list[EventRow]:
         """Events matching ``flt``, newest first."""

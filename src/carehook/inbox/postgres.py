@@ -34,6 +34,7 @@ from carehook.inbox import _common as c
 from carehook.inbox import migrate
 from carehook.inbox._base import StoreBase
 from carehook.inbox._postgres_work import NOTIFY, PostgresWork
+from carehook.inbox._reads_sql import PostgresReads  # the operator reads (admin surface)
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox.port import (
     ACTION_PAYLOAD_VIEW,
@@ -107,7 +108,7 @@ def wrap_exceptions() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-class PostgresInbox(PostgresWork, StoreBase):
+class PostgresInbox(PostgresWork, PostgresReads, StoreBase):
     """The inbox in PostgreSQL, with group commit over a connection pool.
 
     The worker's half lives in :mod:`carehook.inbox._postgres_work`.

@@ -59,6 +59,13 @@ requests = sa.Table(
     sa.Column("event_id", sa.Text, nullable=True),
     sa.Index(None, "received_at"),
     sa.Index(None, "source", "id"),
+    # rejected requests only, by time: the operator's rejection counts (migration 0006_admin)
+    sa.Index(
+        "ix_requests_rejected_received_at",
+        "received_at",
+        sqlite_where=sa.text("outcome = 'rejected'"),
+        postgresql_where=sa.text("outcome = 'rejected'"),
+    ),
 )
 
 events = sa.Table(
@@ -190,4 +197,19 @@ audit = sa.Table(
     sa.Column("event_pk", BigId, nullable=True),
     sa.Column("detail", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index(None, "event_pk"),
+)
+
+
+#: the FHIR write ledger (carehook.connectors.fhir.ledger): one row per resource carehook creates
+#: in an EHR, keyed by its identifier; the intent is written before the POST, the id after it
+fhir_writes = sa.Table(
+    "fhir_writes",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("resource_type", sa.Text, primary_key=True),
+    sa.Column("system", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, primary_key=True),
+    sa.Column("server_id", sa.Text, nullable=True),
+    sa.Column("intent_at", Timestamp, nullable=False),
+    sa.Column("written_at", Timestamp, nullable=True),
 )

@@ -33,6 +33,7 @@ from carehook.errors import ConfigError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
 from carehook.inbox._base import StoreBase
+from carehook.inbox._reads_sql import SqliteReads  # the operator reads (admin surface)
 from carehook.inbox._signal import WorkSignal
 from carehook.inbox._sqlite_work import SqliteWork
 from carehook.inbox._sqlite_writer import (
@@ -59,7 +60,7 @@ _SELECT_PAYLOAD = "SELECT source, event_id, payload FROM events WHERE id = ?"
 _SELECT_AUDIT = f"SELECT {c.AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?"  # noqa: S608
 
 
-class SqliteInbox(SqliteWork, StoreBase):
+class SqliteInbox(SqliteWork, SqliteReads, StoreBase):
     """The inbox in one SQLite file, with group commit."""
 
     def __init__(

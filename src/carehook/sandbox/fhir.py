@@ -7,7 +7,8 @@ Interactions, enough for :class:`carehook.connectors.fhir.client.FhirClient`::
     POST /{type}                          create; with If-None-Exist: identifier=<system>|<value>
                                           0 matches -> 201 created, 1 -> 200 the existing, >1 -> 412
     GET  /{type}?identifier=<sys>|<val>   searchset Bundle (no identifier: every resource)
-    GET  /{type}/{id}                     read (404 when unknown)
+    GET  /{type}/{id}                     read (404 when unknown; the fictional
+                                          ``sandbox-patient-*`` / ``sandbox-encounter-*`` exist)
     PUT  /{type}/{id}                     update or create-on-update (201); meta.versionId + 1
 
 Every incoming resource is validated with the ``fhir.resources`` R4B model of its type; an
@@ -17,8 +18,19 @@ empty body and its ``Location``. With ``token=``, requests must carry ``Authoriz
 <token>`` (401 otherwise); :attr:`FhirServer.token` may be changed at any time, e.g. to make a
 client's cached token stale.
 
+SMART Backend Services: ``POST /auth/token`` verifies client assertions
+(:mod:`carehook.sandbox.fhir_auth`; register a client with :meth:`FhirServer.register_client`)
+and ``GET /.well-known/smart-configuration`` names it. An access token it issued is accepted
+beside the static ``token``.
+
+Epic-like mode (``conditional_create = False``): the CapabilityStatement says
+``conditionalCreate: false`` and a create ignores ``If-None-Exist`` and always creates, as Epic
+and Oracle Health do; a client must search by identifier first.
+
 Test hooks, for tests in the same process (the app runs in uvicorn's thread, the store is
-locked): :meth:`FhirServer.fail_next`, :meth:`FhirServer.resources`, :attr:`FhirServer.requests`.
+locked): :meth:`FhirServer.fail_next`, :meth:`FhirServer.resources`, :attr:`FhirServer.requests`,
+:attr:`FhirServer.on_create` (called with each created resource after it is stored and before the
+answer is sent: a test can kill the client there).
 """
 
 from __future__ import annotations
@@ -45,11 +57,17 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from carehook.connectors.fhir.mapping import invalid_locations
+from carehook.sandbox.fhir_auth import AssertionRefused, TokenIssuer
 
 FHIR_JSON = "application/fhir+json"
 #: the types the CapabilityStatement lists (any R4B resource type is served)
 LISTED_TYPES = ("DocumentReference", "Composition", "Practitioner", "Patient", "Encounter")
 _FAILURE_CODES = {429: "throttled", 401: "login", 403: "forbidden", 404: "not-found"}
+_FICTIONAL: dict[str, dict[str, Any]] = {
+    "Patient": {"active": True},
+    "Encounter": {"status": "finished", "class": {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}},
+}  # fmt: skip
 _SYSTEM_VALUE = re.compile(r"((?:[^\\|]|\\.)*)\|(.*)", re.DOTALL)
 
 
@@ -117,9 +135,16 @@ class FhirServer:
     """The in-memory FHIR server: an ASGI app (call it, or mount :attr:`app`) with test hooks."""
 
     def __init__(
-        self, token: str | None = None, *, clock: Callable[[], datetime] | None = None
+        self, token: str | None = None, *, clock: Callable[[], datetime] | None = None,
+        conditional_create: bool = True,
     ) -> None:
         self.token = token
+        #: False: Epic-like, If-None-Exist ignored and conditionalCreate false in /metadata
+        self.conditional_create = conditional_create
+        #: the SMART Backend Services token endpoint's clients, jti and tokens
+        self.issuer = TokenIssuer()
+        #: called with each created resource once stored, before the answer goes out
+        self.on_create: Callable[[dict[str, Any]], None] | None = None
         #: every request seen, as ``(method, path below the mount point)``
         self.requests: list[tuple[str, str]] = []
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -139,6 +164,8 @@ class FhirServer:
         return Starlette(
             routes=[
                 Route("/metadata", self._metadata, methods=["GET"]),
+                Route("/.well-known/smart-configuration", self._smart, methods=["GET"]),
+                Route("/auth/token", self._token_endpoint, methods=["POST"]),
                 Route("/{kind}", self._type_level, methods=["GET", "POST"]),
                 Route("/{kind}/{rid}", self._instance_level, methods=["GET", "PUT"]),
             ]
@@ -156,6 +183,10 @@ class FhirServer:
         """Answer the next ``count`` requests with ``status`` (and ``Retry-After`` seconds)."""
         self._failures.extend([_Failure(status, retry_after)] * count)
 
+    def register_client(self, client_id: str, jwks_url: str) -> None:
+        """Let ``client_id`` get tokens with assertions signed by a key at ``jwks_url``."""
+        self.issuer.register(client_id, jwks_url)
+
     def resources(self, kind: str) -> list[dict[str, Any]]:
         """Copies of every stored resource of type ``kind``, in creation order."""
         with self._lock:
@@ -168,7 +199,8 @@ class FhirServer:
         if refused is not None:
             return refused
         interactions = [{"code": c} for c in ("read", "create", "update", "search-type")]
-        listed = [{"type": kind, "interaction": interactions, "conditionalCreate": True,
+        conditional = self.conditional_create
+        listed = [{"type": kind, "interaction": interactions, "conditionalCreate": conditional,
                    "searchParam": [{"name": "identifier", "type": "token"}]}
                   for kind in LISTED_TYPES]  # fmt: skip
         body = {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
@@ -176,6 +208,27 @@ class FhirServer:
                 "format": ["json"], "software": {"name": "carehook sandbox FHIR server"},
                 "rest": [{"mode": "server", "resource": listed}]}  # fmt: skip
         return JSONResponse(body, media_type=FHIR_JSON)
+
+    async def _smart(self, request: Request) -> Response:
+        base = _base_url(request)
+        return JSONResponse({
+            "token_endpoint": f"{base}/auth/token",
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+            "grant_types_supported": ["client_credentials"],
+            "scopes_supported": ["system/*.cruds"],
+            "capabilities": ["client-confidential-asymmetric"],
+        })  # fmt: skip
+
+    async def _token_endpoint(self, request: Request) -> Response:
+        self.requests.append((request.method, _mount_path(request.scope)))
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        audience = f"{_base_url(request)}/auth/token"
+        try:
+            body = await self.issuer.grant(form, audience, self._clock().timestamp())
+        except AssertionRefused as exc:
+            return JSONResponse({"error": "invalid_client", "error_description": str(exc)}, 400)
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def _type_level(self, request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -194,7 +247,7 @@ class FhirServer:
         if request.method == "PUT":
             return await self._update(request, kind, rid)
         with self._lock:
-            stored = copy.deepcopy(self._store.get(kind, {}).get(rid))
+            stored = copy.deepcopy(self._store.get(kind, {}).get(rid) or self._fictional(kind, rid))
         if stored is None:
             return outcome(404, "not-found")
         return self._answer(request, stored, 200)
@@ -205,7 +258,7 @@ class FhirServer:
         resource = await self._incoming(request, kind)
         if isinstance(resource, Response):
             return resource
-        condition = request.headers.get("if-none-exist")
+        condition = request.headers.get("if-none-exist") if self.conditional_create else None
         with self._lock:
             if condition is not None:
                 params = parse_qsl(condition, keep_blank_values=True)
@@ -218,6 +271,8 @@ class FhirServer:
                     return self._answer(request, copy.deepcopy(matches[0]), 200)
             rid = next(i for i in map(str, self._ids) if i not in self._store.get(kind, {}))
             stored = self._put(kind, rid, resource, version=1)
+        if self.on_create is not None:
+            self.on_create(copy.deepcopy(stored))
         return self._answer(request, stored, 201)
 
     async def _update(self, request: Request, kind: str, rid: str) -> Response:
@@ -256,10 +311,14 @@ class FhirServer:
             headers = {} if wait is None else {"Retry-After": f"{wait:g}"}
             code = _FAILURE_CODES.get(failure.status, "transient")
             return outcome(failure.status, code, headers=headers)
-        if not authenticate or self.token is None:
+        if not authenticate or (self.token is None and not self.issuer.clients):
             return None
-        given = request.headers.get("authorization", "").encode()
-        if hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+        given = request.headers.get("authorization", "")
+        if self.token is not None and hmac.compare_digest(given.encode(),
+                                                          f"Bearer {self.token}".encode()):
+            return None
+        bearer = given.removeprefix("Bearer ")
+        if bearer != given and self.issuer.valid(bearer, self._clock().timestamp()):
             return None
         return outcome(401, "login", headers={"WWW-Authenticate": "Bearer"})
 
@@ -276,6 +335,14 @@ class FhirServer:
             return outcome(400, "invalid", [f"{kind}.resourceType"])
         problems = invalid_locations(body)
         return outcome(400, "invalid", problems) if problems else body
+
+    def _fictional(self, kind: str, rid: str) -> dict[str, Any] | None:
+        """The sandbox's fictional patients and encounters (``sandbox-patient-*``,
+        ``sandbox-encounter-*``: the ids the fake Abridge API hands out) exist once read."""
+        made = _FICTIONAL.get(kind)
+        if made is None or not rid.startswith(f"sandbox-{kind.lower()}-"):
+            return None
+        return self._put(kind, rid, {"resourceType": kind, **made}, version=1)
 
     def _matching(self, kind: str, token: str | None) -> list[dict[str, Any]]:
         """The stored resources with identifier ``token`` (every one when None)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -69,6 +70,9 @@ def create_app(
     store: InboxStore,
     metrics: Metrics,
     background: Sequence[BackgroundTask] = (),
+    admin: ASGIApp | None = None,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    jwks: Callable[[], dict[str, Any]] | None = None,
     *,
     schema: SchemaCheck | None = None,
     on_close: Sequence[Closer] = (),
@@ -114,11 +118,25 @@ def create_app(
         return JSONResponse(body, 200 if ready else 503)
 
     async def metrics_route(_: Request) -> Response:
+        if refresh_metrics is not None:  # the store-derived gauges (cached, see StoreGauges)
+            with contextlib.suppress(StorageError):  # gauges keep their last values
+                await refresh_metrics()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
     app.router.routes.append(Route("/readyz", readyz, methods=["GET"]))
     app.router.routes.append(Route("/metrics", metrics_route, methods=["GET"]))
+    if admin is not None:  # the admin API and dashboard (absent, so 404, without a token)
+        app.mount("/admin", admin)
+    if jwks is not None:
+        public_keys = jwks
+
+        async def jwks_route(_: Request) -> Response:
+            body = await asyncio.to_thread(public_keys)
+            return JSONResponse(body, headers={"Cache-Control": "max-age=300"},
+                                media_type="application/jwk-set+json")  # fmt: skip
+
+        app.router.routes.append(Route("/.well-known/jwks.json", jwks_route, methods=["GET"]))
     return Gateway(webhooks, app)
 
 

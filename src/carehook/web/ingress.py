@@ -183,7 +183,7 @@ class Ingress:
                 await self.store.log_request(record.row(status, outcome, cause))
             except StorageError:
                 outcome = "rejected_unlogged"
-        self._observe(record.source, outcome, started)
+        self._observe(record.source, outcome, started, cause)
         _log.warning(
             "webhook.rejected" if status != 503 else "webhook.unavailable",
             source=record.source, status=status, cause=cause, remote_addr=record.remote_addr,
@@ -192,9 +192,9 @@ class Ingress:
         extra = ((b"retry-after", b"5"),) if status == 503 else ()
         await _answer(send, status, _error_body(message), extra)
 
-    def _observe(self, source: str, outcome: str, started: float) -> None:
+    def _observe(self, source: str, outcome: str, started: float, cause: str = "") -> None:
         known = source if source in self.sources else "_unknown"
-        self.metrics.observe_request(known, outcome, time.perf_counter() - started)
+        self.metrics.observe_request(known, outcome, time.perf_counter() - started, cause)
 
 
 class _Record:

@@ -361,7 +361,10 @@ class Worker:
             outcome = result.outcome.split(":", 1)[0]
             return result
         finally:
-            self.metrics.step_seconds.labels(outcome).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.step_seconds.labels(outcome).observe(seconds)
+            if self.metrics.steps is not None:  # by step and destination (observability.py)
+                self.metrics.steps.observe(step.name, seconds, outcome == "error")
 
     async def _failed(self, claim: Claim, exc: Exception) -> None:
         failure = classify(exc)

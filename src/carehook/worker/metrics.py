@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from carehook.observability import StepMetrics
+
 #: receive-to-done spans milliseconds (a quiet gateway) to hours (a destination down)
 _LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -31,6 +33,8 @@ class WorkerMetrics:
     receive_to_done: Histogram
     step_seconds: Histogram
     in_flight: Gauge
+    #: step run time and failures by step and destination
+    steps: StepMetrics | None = None
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
@@ -60,6 +64,7 @@ class WorkerMetrics:
             in_flight=Gauge(
                 "carehook_worker_in_flight", "Events the worker is working on now", registry=reg
             ),
+            steps=StepMetrics.create(reg),
         )
 
     def finished(self, source: str, outcome: str, receive_to_done: float | None = None) -> None:

@@ -12,6 +12,11 @@ The note lifecycle is a DocumentReference per Abridge note (identifier
 - ``encounter.note.signed``: fetch the note, write it with docStatus ``final`` (creating it if
   ``completed`` has not been processed yet), and lock it.
 
+Before each write the note's Patient and Encounter (the EHR ids Abridge gives) are looked up in
+the EHR (:func:`resolve_references`): one it does not know is left out of ``subject`` /
+``context.encounter`` and named in the step's detail (``patient skipped: ... not found``), rather
+than sending a dangling reference Epic or Oracle would refuse.
+
 "Locked" is known twice: in the subject's working data (``locked``) and in the EHR itself (a
 DocumentReference whose docStatus is ``final``). The EHR's answer covers note events whose
 subject differs (an event naming only the note id, not its session).
@@ -22,10 +27,12 @@ subject differs (an event naming only the note id, not its session).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from carehook.connectors.fhir import mapping as fhir
+from carehook.errors import PermanentError
 from carehook.workflows import Step, StepContext, StepResult, TimelineEntry, Workflow
 from carehook.workflows._alerting import NOT_CONFIGURED, message_id
 from carehook.workflows.catalog import WorkflowConfig
@@ -47,6 +54,33 @@ def _data(ctx: StepContext) -> Mapping[str, Any]:
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+async def _known(ehr: Ehr, kind: str, logical_id: str | None) -> str | None:
+    """Why a reference to ``kind/logical_id`` is left out, or None when the EHR has it."""
+    if logical_id is None:
+        return f"{kind.lower()} skipped: the event names none"
+    try:
+        await ehr.read(kind, logical_id)
+    except PermanentError:  # 404, or an id the server does not accept
+        return f"{kind.lower()} skipped: {kind}/{logical_id} not found in the EHR"
+    return None
+
+
+async def resolve_references(ehr: Ehr, note: ClinicalNote) -> tuple[ClinicalNote, str]:
+    """The note with only the Patient and Encounter references the EHR resolves (``subject``,
+    ``context.encounter``), and a detail naming each one left out (empty when none was)."""
+    patient = await _known(ehr, "Patient", note.patient_id)
+    encounter = await _known(ehr, "Encounter", note.encounter_id)
+    if patient is not None:
+        note = dataclasses.replace(note, patient_id=None)
+    if encounter is not None:
+        note = dataclasses.replace(note, encounter_id=None)
+    return note, "; ".join(why for why in (patient, encounter) if why)
+
+
+def _with(detail: str, skipped: str) -> str:
+    return f"{detail}; {skipped}" if skipped else detail
 
 
 class AbridgeNotes:
@@ -72,12 +106,19 @@ class AbridgeNotes:
         data = _data(ctx)
         return await api.note(_str(data.get("session_id")), _str(data.get("note_id")))
 
+    @classmethod
+    async def _fetch_resolved(
+        cls, ehr: Ehr, api: AbridgeApi, ctx: StepContext
+    ) -> tuple[ClinicalNote, str]:
+        """The note, its Patient/Encounter references checked against the EHR."""
+        return await resolve_references(ehr, await cls._fetch(api, ctx))
+
     async def create_preliminary(self, ctx: StepContext) -> StepResult:
         """Fetch the note and create it as preliminary, once."""
         if isinstance(connected := self._connected(ctx), StepResult):
             return connected
         ehr, api = connected
-        note = await self._fetch(api, ctx)
+        note, skipped = await self._fetch_resolved(ehr, api, ctx)
         system = fhir.NOTE_SYSTEM["abridge"]
         resource = fhir.note_document_reference(note, "preliminary")
         stored, created = await ehr.create(
@@ -85,6 +126,7 @@ class AbridgeNotes:
         )
         status = fhir.doc_status(stored) or "preliminary"
         detail = f"DocumentReference/{stored.get('id')} {'created' if created else 'exists'}"
+        detail = _with(detail, skipped)
         state = {**ctx.state, "note_id": note.note_id, "doc_status": status}
         return StepResult("ok", f"{detail} ({status})",
                           TimelineEntry(ctx.item.subject, f"note.{status}", detail), state)
@@ -96,12 +138,12 @@ class AbridgeNotes:
         ehr, api = connected
         if ctx.state.get("locked"):
             return self._refused(ctx, "carehook lock")
-        note = await self._fetch(api, ctx)
+        note, skipped = await self._fetch_resolved(ehr, api, ctx)
         existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
         if existing is not None and fhir.doc_status(existing) == "final":
             return self._refused(ctx, "EHR docStatus final")
         stored = await self._write(ehr, note, "amended", existing)
-        detail = f"DocumentReference/{stored.get('id')} amended"
+        detail = _with(f"DocumentReference/{stored.get('id')} amended", skipped)
         state = {**ctx.state, "note_id": note.note_id, "doc_status": "amended"}
         return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.amended", detail),
                           state)
@@ -111,13 +153,13 @@ class AbridgeNotes:
         if isinstance(connected := self._connected(ctx), StepResult):
             return connected
         ehr, api = connected
-        note = await self._fetch(api, ctx)
+        note, skipped = await self._fetch_resolved(ehr, api, ctx)
         existing = await ehr.search("DocumentReference", fhir.NOTE_SYSTEM["abridge"], note.note_id)
         if existing is not None and fhir.doc_status(existing) == "final":
             stored, verb = existing, "already final"
         else:
             stored, verb = await self._write(ehr, note, "final", existing), "final"
-        detail = f"DocumentReference/{stored.get('id')} {verb}; locked"
+        detail = _with(f"DocumentReference/{stored.get('id')} {verb}; locked", skipped)
         state = {**ctx.state, "note_id": note.note_id, "doc_status": "final", "locked": True}
         return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.signed", detail),
                           state)

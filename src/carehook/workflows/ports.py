@@ -218,6 +218,10 @@ class Ehr(Protocol):
         """Update by ``resource['id']``; returns the stored resource (new ``meta.versionId``)."""
         ...
 
+    async def read(self, resource_type: str, logical_id: str) -> dict[str, Any]:
+        """One resource by id (PermanentError when the server has none)."""
+        ...
+
 
 class Notifier(Protocol):
     """Notification channels (lists of Apprise URLs) by name."""

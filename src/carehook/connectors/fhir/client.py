@@ -13,9 +13,11 @@ Writes ask for ``Prefer: return=representation``; a server that still answers wi
 and a ``Location`` is read back from ``{base}/{type}/{id}`` (only the type and id are taken from
 the Location, so a server cannot aim the client, and its token, at another host).
 
-Authentication: a static bearer ``token``, or OAuth2 client credentials
-(:class:`OAuthClientCredentials`; SMART backend-services style, client authentication by
-``client_secret`` in the form body). The access token is cached until ``refresh_margin`` seconds
+Authentication: a static bearer ``token``, OAuth2 client credentials
+(:class:`OAuthClientCredentials`, ``client_secret`` in the form body) or SMART Backend Services
+(:class:`SmartBackend`, a signed JWT client assertion; see :mod:`carehook.connectors.fhir.smart`).
+Without a configured token URL, the ``token_endpoint`` of ``{base}/.well-known/smart-configuration``
+is used. The access token is cached until ``refresh_margin`` seconds
 before ``expires_in``; a 401 from the FHIR server drops it and the request is tried once more with a
 fresh one.
 
@@ -48,7 +50,13 @@ from carehook.connectors.fhir.mapping import (
     invalid_locations,
     operation_outcome_summary,
 )
-from carehook.errors import PermanentError, RetryableError, StepError
+from carehook.connectors.fhir.smart import (
+    SMART_CONFIGURATION,
+    OAuthClientCredentials,
+    SmartBackend,
+    token_endpoint,
+)
+from carehook.errors import ConfigError, PermanentError, RetryableError, StepError
 
 FHIR_JSON = "application/fhir+json"
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -61,16 +69,9 @@ _OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 _RETRYABLE = frozenset({408, 425, 429})
 _DEFAULT_TOKEN_LIFETIME = 300.0
 _RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthClientCredentials:
-    """Where and how to get an access token (OAuth2 ``client_credentials`` grant)."""
-
-    token_url: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    scope: str | None = None
+#: how the client gets an access token: a client secret, or a signed assertion (SMART backend)
+TokenGrant = OAuthClientCredentials | SmartBackend
+__all__ = ["FhirClient", "OAuthClientCredentials", "SmartBackend", "TokenGrant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ class FhirClient:
         base_url: str,
         *,
         token: str | None = None,
-        oauth: OAuthClientCredentials | None = None,
+        oauth: TokenGrant | None = None,
         timeout: float | None = None,
         refresh_margin: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -161,7 +162,9 @@ class FhirClient:
         self._margin = refresh_margin
         self._clock = clock
         self._token: _Token | None = None
+        self._granted_scope: str | None = None
         self._token_lock = asyncio.Lock()
+        self._token_url: str | None = None if oauth is None else oauth.token_url
 
     def __repr__(self) -> str:
         return f"FhirClient(base_url={self._base!r})"
@@ -262,6 +265,7 @@ class FhirClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        authenticate: bool = True,
     ) -> httpx.Response:
         """One request, retried once with a fresh OAuth2 token after a 401; errors mapped."""
         all_headers = {"Accept": FHIR_JSON, **(headers or {})}
@@ -275,9 +279,9 @@ class FhirClient:
                                                timeout=self._timeout)  # fmt: skip
         except httpx.InvalidURL:
             raise PermanentError(f"{op}: the FHIR base URL is not a valid URL") from None
-        token = await self._authorize(op, request)
+        token = await self._authorize(op, request) if authenticate else None
         response = await self._exchange(op, request)
-        if response.status_code == 401 and self._oauth is not None:
+        if response.status_code == 401 and self._oauth is not None and authenticate:
             self._drop_token(token)
             await self._authorize(op, request)
             response = await self._exchange(op, request)
@@ -307,7 +311,7 @@ class FhirClient:
         if self._token is token:
             self._token = None
 
-    async def _access_token(self, op: str, oauth: OAuthClientCredentials) -> _Token:
+    async def _access_token(self, op: str, oauth: TokenGrant) -> _Token:
         token = self._token
         if token is not None and self._clock() < token.expires_at:
             return token
@@ -317,24 +321,64 @@ class FhirClient:
                 token = self._token = await self._fetch_token(op, oauth)
             return token
 
-    async def _fetch_token(self, op: str, oauth: OAuthClientCredentials) -> _Token:
-        """POST the client credentials to the token endpoint (the form body, RFC 6749 4.4)."""
+    async def _fetch_token(self, op: str, oauth: TokenGrant) -> _Token:
+        """POST the grant's form (client secret or signed assertion) to the token endpoint."""
         op = f"{op}: oauth token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": oauth.client_id,
-            "client_secret": oauth.client_secret,
-        }
-        if oauth.scope:
-            form["scope"] = oauth.scope
+        token_url = await self.token_url(op)
+        try:
+            form = oauth.form(token_url, self._clock())
+        except ConfigError as exc:  # no signing key yet: the operator can add one, so retry
+            raise RetryableError(f"{op}: {exc}") from None
         headers = {"Accept": "application/json"}
         try:
             response = await self._http.post(
-                oauth.token_url, data=form, headers=headers, timeout=self._timeout
+                token_url, data=form, headers=headers, timeout=self._timeout
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise transport_failure(op, exc) from exc
         return self._token_from(op, response)
+
+    async def token_url(self, op: str = "fhir token") -> str:
+        """The configured token URL, else the one ``smart-configuration`` names (cached)."""
+        if self._token_url is None:
+            found = token_endpoint(await self.smart_configuration())
+            if found is None:
+                raise PermanentError(f"{op}: smart-configuration names no token_endpoint")
+            self._token_url = found
+        return self._token_url
+
+    async def smart_configuration(self) -> dict[str, Any]:
+        """``{base}/.well-known/smart-configuration`` (plain JSON, no token needed)."""
+        op = "fhir smart-configuration"
+        try:
+            response = await self._http.get(f"{self._base}/{SMART_CONFIGURATION}",
+                                            headers={"Accept": "application/json"},
+                                            timeout=self._timeout)  # fmt: skip
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise transport_failure(op, exc) from exc
+        failure = status_failure(op, response, self._clock())
+        if failure is not None:
+            raise failure
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise PermanentError(f"{op}: {response.status_code} response is not a JSON object")
+        return body
+
+    async def capabilities(self) -> dict[str, Any]:
+        """The server's CapabilityStatement (``GET {base}/metadata``)."""
+        op = "fhir metadata"
+        response = await self._send(op, "GET", "metadata", authenticate=False)
+        return self._parse(op, response, "CapabilityStatement")
+
+    async def access_token_scope(self) -> str | None:
+        """Get a token now (``ehr check``); the scope the server granted, if it said."""
+        if self._oauth is None:
+            return None
+        await self._access_token("fhir token", self._oauth)
+        return self._granted_scope
 
     def _token_from(self, op: str, response: httpx.Response) -> _Token:
         status = response.status_code
@@ -356,5 +400,7 @@ class FhirClient:
         lifetime = body.get("expires_in")
         if not isinstance(lifetime, int | float) or lifetime <= 0:
             lifetime = _DEFAULT_TOKEN_LIFETIME
+        granted = body.get("scope")
+        self._granted_scope = granted if isinstance(granted, str) else None
         margin = min(self._margin, lifetime / 2)
         return _Token(value, self._clock() + lifetime - margin)

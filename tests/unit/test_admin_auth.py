@@ -1,0 +1,58 @@
+"""Admin tokens and dashboard sessions: hashes only, constant-time checks, signed expiring
+cookies that end when their token is removed or re-issued."""
+
+from __future__ import annotations
+
+from carehook.settings import AdminToken
+from carehook.web.admin.auth import Sessions, check_token, new_token, session_key, token_hash
+
+
+def _token(name: str, token: str, scopes: list[str]) -> AdminToken:
+    return AdminToken(name=name, hash=token_hash(token), scopes=scopes)  # type: ignore[arg-type]
+
+
+def test_tokens_are_checked_by_hash_against_every_configured_one() -> None:
+    """The right token finds its entry; a wrong, empty or hash-as-token value finds none."""
+    a, b = new_token(), new_token()
+    tokens = [_token("a", a, ["read"]), _token("b", b, ["read", "replay"])]
+    found = check_token(tokens, b)
+    assert found is not None
+    assert found.name == "b"
+    assert check_token(tokens, a + "x") is None
+    assert check_token(tokens, "") is None
+    assert check_token(tokens, tokens[0].hash) is None
+    assert a.startswith("chk_")
+    assert a not in tokens[0].hash
+
+
+def test_sessions_are_signed_expire_and_end_with_their_token() -> None:
+    """A valid cookie names its token; tampering, expiry, removal or re-issue end it."""
+    raw = new_token()
+    token = _token("oncall", raw, ["read"])
+    sessions = Sessions(session_key(b"k" * 32), 60)
+    cookie = sessions.issue(token, now=1000.0)
+    who = sessions.check([token], cookie, now=1030.0)
+    assert who is not None
+    assert who.name == "oncall"
+    assert who.scopes == frozenset({"read"})
+    assert who.csrf
+    assert sessions.check([token], cookie, now=1061.0) is None
+    data, _, mac = cookie.partition(".")
+    assert sessions.check([token], data[:-2] + "AA." + mac, now=1030.0) is None
+    assert sessions.check([], cookie, now=1030.0) is None
+    reissued = _token("oncall", new_token(), ["read", "payload"])
+    assert sessions.check([reissued], cookie, now=1030.0) is None
+    other = Sessions(session_key(b"j" * 32), 60)
+    assert other.check([token], cookie, now=1030.0) is None
+
+
+def test_scopes_come_from_the_config_not_the_cookie() -> None:
+    """Narrowing a token's scopes in the config narrows its live sessions."""
+    raw = new_token()
+    wide = _token("oncall", raw, ["read", "replay"])
+    sessions = Sessions(session_key(b"k" * 32), 60)
+    cookie = sessions.issue(wide, now=0.0)
+    narrow = _token("oncall", raw, ["read"])
+    who = sessions.check([narrow], cookie, now=1.0)
+    assert who is not None
+    assert not who.can("replay")
