@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
@@ -79,13 +79,16 @@ class ProviderData(AbridgeData):
     provider_id: Id
 
 
-class AbridgeEvent(Model):
-    """The envelope of a known Abridge event."""
+_D = TypeVar("_D", bound=AbridgeData)
+
+
+class TypedEvent(Model, Generic[_D]):
+    """A known Abridge event with its ``data`` model: validated in one pass (the hot path)."""
 
     event_id: Id
     type: str
     timestamp: Moment
-    data: dict[str, Any]
+    data: _D
 
 
 _DATA_MODELS: dict[str, type[AbridgeData]] = {
@@ -97,6 +100,10 @@ _DATA_MODELS: dict[str, type[AbridgeData]] = {
     "provider.enrolled": ProviderData,
     "quality.alert": SessionData,
 }
+#: one envelope-and-data model per known type, built once
+_EVENT_MODELS: dict[str, type[TypedEvent[Any]]] = {
+    type_: TypedEvent[data] for type_, data in _DATA_MODELS.items()  # type: ignore[valid-type]
+}
 
 
 _ENCOUNTER = ("session", "note")
@@ -107,6 +114,15 @@ def _subject(data: Mapping[str, Any], fallback: str, kinds: tuple[str, ...] = _A
     """The first of ``kinds`` (``session`` -> ``data.session_id`` ...) present in ``data``."""
     for kind in kinds:
         value = entity_id(data.get(f"{kind}_id"))
+        if value is not None:
+            return f"abridge:{kind}:{value}"
+    return fallback
+
+
+def _model_subject(data: AbridgeData, fallback: str, kinds: tuple[str, ...]) -> str:
+    """:func:`_subject` over validated ``data`` (attributes, no ``model_dump``)."""
+    for kind in kinds:
+        value = getattr(data, f"{kind}_id")
         if value is not None:
             return f"abridge:{kind}:{value}"
     return fallback
@@ -134,11 +150,9 @@ class AbridgeVendor:
         type_ = event_type(payload, self.name)
         if type_ not in _DATA_MODELS:
             return self._parse_unknown(type_, payload)
-        context = f"{self.name} {type_}"
-        event = validate(AbridgeEvent, payload, context)
-        data = validate(_DATA_MODELS[type_], event.data, context, ("data",))
+        event = validate(_EVENT_MODELS[type_], payload, f"{self.name} {type_}")
         kinds = ("provider",) if type_ == "provider.enrolled" else _ENCOUNTER
-        subject = _subject(data.model_dump(), f"abridge:event:{event.event_id}", kinds)
+        subject = _model_subject(event.data, f"abridge:event:{event.event_id}", kinds)
         return ParsedEvent(event.event_id, type_, subject, event.timestamp, handled=True)
 
     def _parse_unknown(self, type_: str, payload: Mapping[str, Any]) -> ParsedEvent:

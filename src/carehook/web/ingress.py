@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import from_json
 from starlette.types import Receive, Scope, Send
 
 from carehook.envelope import Envelope, RequestRecord, SignedRequest
@@ -257,13 +258,23 @@ async def _read_capped(receive: Receive, cap: int) -> bytes:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        # the fast path (pydantic-core's parser, about twice json.loads's speed); it is stricter
+        # than json.loads (lone surrogates), so any body it refuses is decided by json.loads
+        payload = from_json(body, cache_strings="keys")
+    except ValueError:
+        payload = _json_loads(body)
+    if not isinstance(payload, dict):
+        raise PayloadError("not_an_object")
+    return payload
+
+
+def _json_loads(body: bytes) -> Any:
+    """The reference parser: json.loads, its failures named as request-log causes."""
+    try:
+        return json.loads(body)
     except UnicodeDecodeError as exc:
         raise PayloadError("not_utf8") from exc
     except ValueError as exc:
         raise PayloadError("invalid_json") from exc
     except RecursionError as exc:
         raise PayloadError("json_too_deep") from exc
-    if not isinstance(payload, dict):
-        raise PayloadError("not_an_object")
-    return payload
