@@ -16,24 +16,27 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from carehook.crypto import KeyRing, load_key_ring
-from carehook.inbox import open_store
+from carehook.errors import StorageError
+from carehook.inbox import migrate, open_store
 from carehook.inbox.port import Store
 from carehook.observability import Metrics, StoreGauges
 from carehook.operations import Operations, source_configs
-from carehook.services import build_services, key_store, workflow_config
+from carehook.preflight import preflight
+from carehook.services import ServiceSet, build_services, key_store, workflow_config
 from carehook.settings import ServerSettings, Settings, SourceSettings
 from carehook.sources import Source, build_sources
 from carehook.vendors import builtin_vendors
 from carehook.web.admin import create_admin
 from carehook.web.admin.auth import session_key
 from carehook.web.admin.listener import admin_listener
-from carehook.web.app import Background, Gateway, create_app
+from carehook.web.app import Background, Gateway, SchemaCheck, create_app
 from carehook.web.ingress import Ingress
 from carehook.web.server import Limits, guarded_protocol
 from carehook.worker.engine import Worker, utcnow
 from carehook.worker.metrics import WorkerMetrics
 from carehook.worker.policy import RetryPolicy
 from carehook.worker.purge import Purger
+from carehook.worker.supervisor import BackgroundTask, Supervisor
 from carehook.workflows import Router, catalog
 from carehook.workflows.ports import Services
 
@@ -48,6 +51,8 @@ class Components:
     sources: dict[str, Source]
     metrics: Metrics
     worker_metrics: WorkerMetrics
+    #: the storage URL whose schema ``/readyz`` checks (None: a store handed in by a test)
+    schema_url: str | None = None
     #: events by status, queue depth, oldest waiting, dead letters: read from the store
     store_gauges: StoreGauges | None = None
 
@@ -76,6 +81,7 @@ def build_components(settings: Settings, store: Store | None = None) -> Componen
         sources=build_sources(settings, builtin_vendors()),
         metrics=metrics,
         worker_metrics=WorkerMetrics.create(metrics.registry),
+        schema_url=settings.storage_url if store is None else None,
         store_gauges=StoreGauges.create(metrics.registry),
     )
 
@@ -84,22 +90,62 @@ def build_app(
     components: Components, clock: Callable[[], float] = time.time, *, worker: bool | None = None
 ) -> Gateway:
     """The gateway ASGI app over ``components``, running the worker and the purge timer beside
-    the ingress when ``worker`` (default: the ``[worker] enabled`` setting) is true."""
+    the ingress when ``worker`` (default: the ``[worker] enabled`` setting) is true.
+
+    The configuration is checked first (:func:`carehook.preflight.preflight`): a secret,
+    destination or channel that cannot be resolved is a ConfigError here, before anything runs.
+    """
+    settings = components.settings
     ingress = Ingress(components.sources, components.store, components.metrics, clock,
-                      components.settings.server.rejected_log_per_minute)  # fmt: skip
-    enabled = components.settings.worker.enabled if worker is None else worker
-    background: list[Background] = []
-    if enabled:
-        background = [worker_task(components), build_purger(components).run]
-    admin, admin_cfg = build_admin(components), components.settings.admin
+                      settings.server.rejected_log_per_minute)  # fmt: skip
+    enabled = settings.worker.enabled if worker is None else worker
+    service_set = preflight(settings, services=enabled)
+    background: list[BackgroundTask] = []
+    closers = []
+    if service_set is not None:
+        background = background_tasks(components, service_set)
+        closers.append(service_set.aclose)
+    admin, admin_cfg = build_admin(components), settings.admin
     if admin is not None and admin_cfg.port is not None:  # its own listener
-        background.append(admin_listener(admin, admin_cfg.host or "127.0.0.1", admin_cfg.port))
+        listener = admin_listener(admin, admin_cfg.host or "127.0.0.1", admin_cfg.port)
+        background.append(BackgroundTask("admin", listener))
         admin = None
     gauges, store = components.store_gauges, components.store
     refresh = None if gauges is None else (lambda: gauges.refresh(store))
-    jwks = key_store(components.settings).jwks
-    return create_app(ingress, components.store, components.metrics, background, admin=admin,
-                      refresh_metrics=refresh, jwks=jwks)  # fmt: skip
+    jwks = key_store(settings).jwks
+    return create_app(
+        ingress, components.store, components.metrics, background, admin=admin,
+        refresh_metrics=refresh, jwks=jwks,
+        schema=schema_check(components.schema_url), on_close=closers,
+        restart_seconds=(settings.worker.restart_base_seconds, settings.worker.restart_cap_seconds),
+    )  # fmt: skip
+
+
+def background_tasks(
+    components: Components, service_set: ServiceSet, *, concurrency: int | None = None
+) -> list[BackgroundTask]:
+    """The worker and the purge timer, as supervised background tasks."""
+    run = worker_task(components, concurrency=concurrency, service_set=service_set)
+    return [BackgroundTask("worker", run), BackgroundTask("purge", build_purger(components).run)]
+
+
+def schema_check(url: str | None) -> SchemaCheck | None:
+    """``/readyz``'s migrations check: the database's Alembic revision against the code's head
+    (None for the in-memory store, which has no schema)."""
+    if url is None or url.startswith("memory:"):
+        return None
+    head = migrate.head_revision()
+
+    async def check() -> str | None:
+        try:
+            current = await asyncio.to_thread(migrate.current_revision, url)
+        except StorageError:
+            return "unreachable"
+        if current == head:
+            return None
+        return f"database at {current or 'no revision'}, code at {head}"
+
+    return check
 
 
 def build_operations(components: Components) -> Operations:
@@ -151,19 +197,25 @@ def build_worker(
     )
 
 
-def worker_task(components: Components, *, concurrency: int | None = None) -> Background:
-    """The worker as a background task: builds the configured connectors, runs until ``stop``,
-    then closes the connectors' HTTP clients."""
+def worker_task(
+    components: Components, *, concurrency: int | None = None,
+    service_set: ServiceSet | None = None,
+) -> Background:
+    """The worker as a background task over ``service_set`` (built and checked at start, closed
+    by whoever built it); without one, it builds the configured connectors itself and closes
+    them when it stops. Each run (a restart after a crash) builds a fresh worker."""
 
     async def run(stop: asyncio.Event) -> None:
-        service_set = build_services(components.settings)
+        own = service_set is None
+        built = build_services(components.settings) if service_set is None else service_set
         try:
-            await service_set.prepare()
+            await built.prepare()
             worker = build_worker(components, concurrency=concurrency,
-                                  services=service_set.services)  # fmt: skip
+                                  services=built.services)  # fmt: skip
             await worker.run(stop)
         finally:
-            await service_set.aclose()
+            if own:
+                await built.aclose()
 
     return run
 
@@ -208,11 +260,22 @@ def server_config(
 async def run_worker(
     components: Components, stop: asyncio.Event, *, concurrency: int | None = None
 ) -> None:
-    """``carehook worker``: open the store, run the worker and the purge timer until ``stop``."""
-    await components.store.open()
+    """``carehook worker``: check the configuration, open the store, run the worker and the
+    purge timer (supervised: a crash is logged and restarted) until ``stop``."""
+    settings = components.settings
+    service_set = preflight(settings)
+    assert service_set is not None  # preflight builds the services when asked to
+    cfg = settings.worker
+    supervisor = Supervisor(
+        background_tasks(components, service_set, concurrency=concurrency),
+        components.metrics.registry,
+        base_seconds=cfg.restart_base_seconds, cap_seconds=cfg.restart_cap_seconds,
+    )  # fmt: skip
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(worker_task(components, concurrency=concurrency)(stop))
-            group.create_task(build_purger(components).run(stop))
+        await components.store.open()
+        try:
+            await supervisor.run(stop)
+        finally:
+            await components.store.close()
     finally:
-        await components.store.close()
+        await service_set.aclose()

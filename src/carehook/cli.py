@@ -93,7 +93,11 @@ def serve(
         "--worker/--no-worker", help="Run a worker in-process (default: [worker] enabled).",
         show_default=False)] = None,
 ) -> None:
-    """Run the gateway: ingress and, by default, a worker and the retention purge in-process."""
+    """Run the gateway: ingress and, by default, a worker and the retention purge in-process.
+
+    The configuration is checked first: a secret, destination or channel that cannot be
+    resolved stops it before it listens (exit 2, the setting named, never its value).
+    """
     import uvicorn
 
     from carehook.bootstrap import build_app, build_components, server_config
@@ -108,6 +112,7 @@ def serve(
     settings = load_settings(path)
     configure_logging(settings.log_level)
     components = build_components(settings)
+    gateway = build_app(components, worker=worker)  # checks the configuration: fails here
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
     _print_welcome(path, bind_host, bind_port)
@@ -115,7 +120,6 @@ def serve(
         "serve.starting", host=bind_host, port=bind_port, config=str(path),
         storage=settings.storage_url.split(":", 1)[0],
     )  # fmt: skip
-    gateway = build_app(components, worker=worker)
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown, which stops the worker gracefully
     uvicorn.Server(server_config(gateway, bind_host, bind_port, settings.server,
                                  components.metrics)).run()  # fmt: skip

@@ -23,7 +23,8 @@ PHI, payload bytes, secrets or signatures: only ids, names and reasons.
     ├── ReviewError                    no such open review item
     └── StepError                      a workflow step failed
         ├── RetryableError             try again later (timeouts, 429, 5xx, storage hiccups)
-        ├── PermanentError             retrying cannot help (other 4xx, validation)
+        │   └── PartialFailure         some of the step's effects took place (``done``)
+        └── PermanentError             retrying cannot help (other 4xx, validation)
     Deferred                           a step's planned wait: run again at ``until`` (no failure)
 
 The mapping to retry decisions lives in one place: ``carehook.worker.policy.classify``.
@@ -159,6 +160,20 @@ class StepError(CarehookError):
 
 class RetryableError(StepError):
     """A transient failure: the step is tried again after a back-off (or ``retry_after``)."""
+
+
+class PartialFailure(RetryableError):
+    """Some of a step's effects took place before it failed (an alert reached 1 of 2 targets).
+
+    ``done`` names the parts that took effect; the worker records them with the event, and the
+    step's retry gets them in ``StepContext.done`` so it repeats only the rest.
+    """
+
+    def __init__(
+        self, message: str, *, done: frozenset[str], retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.done = done
 
 
 class PermanentError(StepError):

@@ -28,6 +28,7 @@ ALLOWED_FIELDS = frozenset(
         "cause", "reason", "remote_addr", "size", "duration_ms", "secret_index", "attempt",
         "error_class", "count", "host", "port", "path", "storage", "config", "workers",
         "dropped_fields",
+        "task", "setting",
     }
 )  # fmt: skip
 

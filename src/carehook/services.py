@@ -94,7 +94,10 @@ def build_services(settings: Settings) -> ServiceSet:
                                     pending_seconds=dest.pending_create_seconds)  # fmt: skip
         else:
             secret = resolve_secret(dest.secret or "", f"destinations.{name}.secret")
-            destinations[name] = WebhookDestination(name, http, dest.url, secret)
+            try:
+                destinations[name] = WebhookDestination(name, http, dest.url, secret)
+            except ConfigError as exc:  # its message names no destination: add which one
+                raise ConfigError(f"destinations.{name}.secret: {exc}") from None
     abridge: dict[str, AbridgeApi] = {}
     healthie: dict[str, HealthieApi] = {}
     for name, src in settings.sources.items():

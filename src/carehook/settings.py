@@ -136,6 +136,11 @@ class WorkerSettings(BaseModel):
     request_retention_days: int = Field(default=30, ge=1)
     #: how often ``serve`` and ``worker`` purge expired payloads and dedup keys
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    #: a crashed background task (the worker, the purge timer) is restarted after a back-off
+    #: doubling from this ...
+    restart_base_seconds: float = Field(default=0.5, gt=0)
+    #: ... up to this
+    restart_cap_seconds: float = Field(default=30.0, gt=0)
 
 
 class DestinationSettings(BaseModel):

@@ -8,7 +8,7 @@ step and from event to event, results collected), over recording fakes of the po
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ class FakeNotifier:
         """Whether the channel has a target."""
         return channel in self.channels
 
-    async def notify(self, channel: str, alert: Alert) -> None:
+    async def notify(self, channel: str, alert: Alert, *, skip: Collection[str] = ()) -> None:
         """Record (or fail)."""
         if self.failures:
             raise self.failures.pop(0)

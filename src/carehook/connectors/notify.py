@@ -4,9 +4,15 @@ Each channel (``clinical``, ``ops``, ``requester`` ...) is a list of Apprise URL
 for email, ``slack://`` for Slack, ``json://`` for any JSON webhook, and the rest of Apprise's
 catalogue. One ``apprise.Apprise`` per channel is built once, at construction, with every URL
 checked there: an invalid URL is a :class:`ConfigError` naming the channel and the URL's index,
-never the URL (it holds credentials). Apprise is synchronous, so a send runs in a worker thread
-(``asyncio.to_thread``); if any target fails, :meth:`AppriseNotifier.notify` raises
-:class:`RetryableError` ``"notify <channel>: n of m targets failed"``.
+never the URL (it holds credentials). Apprise is synchronous, so each target's send runs in a
+worker thread (``asyncio.to_thread``), the targets at once.
+
+Each target is sent to on its own, so a partial failure is known target by target: if any
+target fails, :meth:`AppriseNotifier.notify` raises :class:`PartialFailure`
+``"notify <channel>: n of m targets failed"`` whose ``done`` names the targets reached
+(``<channel>[<index>]``); the worker records them and the retry passes them back as ``skip``,
+so a target that already got the alert is not paged again (a crash between the send and that
+record can still repeat it).
 
 What is sent (:func:`render_alert`) is built from the :class:`Alert` alone: its title, severity,
 source, event type, event pk, subject, link and facts (ids), one per line, with control characters
@@ -36,13 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import apprise
 
 from carehook.connectors.outbound import check_host
-from carehook.errors import ConfigError, PermanentError, RetryableError
+from carehook.errors import ConfigError, PartialFailure, PermanentError
 from carehook.workflows.ports import Alert
 
 _QUIET = logging.CRITICAL + 1
@@ -100,12 +106,16 @@ def render_alert(alert: Alert) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Channel:
-    """One channel's Apprise object and the (host, port) pairs to check before sending."""
+class _Target:
+    """One target: its Apprise object and the (host, port) to check before sending, if any."""
 
     apprise: apprise.Apprise
-    size: int
-    hosts: tuple[tuple[str, int], ...]
+    host: tuple[str, int] | None
+
+
+def target_key(channel: str, index: int) -> str:
+    """How a channel's target is named in a step's recorded parts (never its URL)."""
+    return f"{channel}[{index}]"
 
 
 def _network_host(url: str, service: apprise.NotifyBase) -> tuple[str, int] | None:
@@ -118,19 +128,28 @@ def _network_host(url: str, service: apprise.NotifyBase) -> tuple[str, int] | No
     return host, port if isinstance(port, int) else 0
 
 
-def _build_channel(name: str, urls: Sequence[str], asset: apprise.AppriseAsset) -> _Channel:
-    manager = apprise.Apprise(asset=asset)
-    hosts: list[tuple[str, int]] = []
+def _build_channel(
+    name: str, urls: Sequence[str], asset: apprise.AppriseAsset
+) -> tuple[_Target, ...]:
+    targets = []
     for index, url in enumerate(urls):
         service = apprise.Apprise.instantiate(url, asset=asset) if isinstance(url, str) else None
         if service is None:
             raise ConfigError(f"channel {name!r}: target #{index} is not a valid Apprise URL")
         service.redirects = False  # a URL's own redirect=yes included
+        manager = apprise.Apprise(asset=asset)
         manager.add(service)
-        host = _network_host(url, service)
-        if host is not None:
-            hosts.append(host)
-    return _Channel(apprise=manager, size=len(urls), hosts=tuple(hosts))
+        targets.append(_Target(manager, _network_host(url, service)))
+    return tuple(targets)
+
+
+def _send(target: _Target, title: str, body: str, kind: apprise.NotifyType) -> bool:
+    """Send to one target (in a worker thread); a crash inside a plugin is a failed send."""
+    try:
+        return bool(target.apprise.notify(body, title=title, notify_type=kind,
+                                          body_format=apprise.NotifyFormat.TEXT))  # fmt: skip
+    except Exception:  # third-party plugin code: any error means this target was not reached
+        return False
 
 
 class AppriseNotifier:
@@ -153,25 +172,26 @@ class AppriseNotifier:
         """Whether ``channel`` has at least one target."""
         return channel in self._channels
 
-    async def notify(self, channel: str, alert: Alert) -> None:
-        """Send ``alert`` to every target of ``channel``; RetryableError if any target failed."""
+    async def notify(self, channel: str, alert: Alert, *, skip: Collection[str] = ()) -> None:
+        """Send ``alert`` to every target of ``channel`` not named in ``skip``; PartialFailure
+        (naming the targets reached) if any target failed."""
         found = self._channels.get(channel)
         if found is None:
             raise PermanentError(f"notify {channel}: channel not configured")
+        pending = [(target_key(channel, i), t) for i, t in enumerate(found)
+                   if target_key(channel, i) not in skip]  # fmt: skip
         if not self._allow_private:
-            for host, port in found.hosts:
-                await check_host(host, port, allow_private=False)
+            for _, target in pending:
+                if target.host is not None:
+                    await check_host(*target.host, allow_private=False)
         title, body = render_alert(alert)
-        try:
-            result = await asyncio.to_thread(
-                found.apprise.notify,
-                body,
-                title=title,
-                notify_type=notify_type(alert.severity),
-                body_format=apprise.NotifyFormat.TEXT,
-            )
-        except Exception as exc:  # a crash inside a third-party plugin: every target failed
-            raise RetryableError(f"notify {channel}: {type(exc).__name__}") from exc
-        failed = found.size - result.success_count
+        kind = notify_type(alert.severity)
+        sent = await asyncio.gather(
+            *(asyncio.to_thread(_send, target, title, body, kind) for _, target in pending)
+        )
+        reached = frozenset(key for (key, _), ok in zip(pending, sent, strict=True) if ok)
+        failed = len(pending) - len(reached)
         if failed:
-            raise RetryableError(f"notify {channel}: {failed} of {found.size} targets failed")
+            raise PartialFailure(
+                f"notify {channel}: {failed} of {len(found)} targets failed", done=reached
+            )

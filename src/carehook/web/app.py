@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from carehook.errors import StorageError
 from carehook.inbox.port import InboxStore
 from carehook.observability import Metrics, get_logger
 from carehook.web.ingress import PREFIX, Ingress
+from carehook.worker.supervisor import BackgroundTask, Supervisor, TaskFn
 
 _log = get_logger("carehook.web")
 
@@ -57,34 +58,52 @@ class Gateway:
 
 
 #: a task run beside the gateway (the worker, the purge timer) until its stop event is set
-Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Background = TaskFn
+#: why the database's schema is not the code's (None: it is current); see :func:`readiness`
+SchemaCheck = Callable[[], Awaitable[str | None]]
+#: what the lifespan closes after the background tasks stopped (the connectors' clients)
+Closer = Callable[[], Awaitable[None]]
 
 
 def create_app(
-    ingress: Ingress, store: InboxStore, metrics: Metrics, background: Sequence[Background] = (),
-    admin: ASGIApp | None = None, refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+    ingress: Ingress,
+    store: InboxStore,
+    metrics: Metrics,
+    background: Sequence[BackgroundTask] = (),
+    admin: ASGIApp | None = None,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
     jwks: Callable[[], dict[str, Any]] | None = None,
+    *,
+    schema: SchemaCheck | None = None,
+    on_close: Sequence[Closer] = (),
+    restart_seconds: tuple[float, float] = (0.5, 30.0),
 ) -> Gateway:
     """The gateway's ASGI app; the store is opened in the lifespan and closed after it.
 
-    ``background`` tasks start once the store is open; on shutdown (uvicorn turns SIGTERM into
-    it) they are told to stop and awaited (the worker finishes or releases what it holds)
-    before the store closes.
+    ``background`` tasks start once the store is open, under a :class:`Supervisor` (a crashed
+    task is logged, counted and restarted after a back-off of ``restart_seconds`` (base, cap));
+    on shutdown (uvicorn turns SIGTERM into it) they are told to stop and awaited (the worker
+    finishes or releases what it holds), then ``on_close`` runs and the store closes.
     """
+    base, cap = restart_seconds
+    supervisor = Supervisor(background, metrics.registry, base_seconds=base, cap_seconds=cap)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.open()
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(run(stop)) for run in background]
+        runner = asyncio.create_task(supervisor.run(stop), name="carehook-supervisor")
         _log.info("gateway.started", count=len(ingress.sources))
         try:
             yield
         finally:
             stop.set()
-            for result in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    _log.error("background.crashed", error_class=type(result).__name__)
+            try:
+                await runner
+            except Exception as exc:  # the supervisor itself failed: say so, still close
+                _log.error("background.crashed", task="supervisor", error_class=type(exc).__name__)
+            for close in on_close:
+                await close()
             await store.close()
             _log.info("gateway.stopped")
 
@@ -95,11 +114,8 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        try:
-            await store.ping()
-        except StorageError:
-            return JSONResponse({"status": "unavailable", "storage": "down"}, 503)
-        return JSONResponse({"status": "ready"})
+        ready, body = await readiness(store, supervisor, schema)
+        return JSONResponse(body, 200 if ready else 503)
 
     async def metrics_route(_: Request) -> Response:
         if refresh_metrics is not None:  # the store-derived gauges (cached, see StoreGauges)
@@ -122,3 +138,29 @@ def create_app(
 
         app.router.routes.append(Route("/.well-known/jwks.json", jwks_route, methods=["GET"]))
     return Gateway(webhooks, app)
+
+
+async def readiness(
+    store: InboxStore, supervisor: Supervisor, schema: SchemaCheck | None
+) -> tuple[bool, dict[str, Any]]:
+    """Whether the process can do its work, and the ``/readyz`` body saying what is not.
+
+    Not ready when the store does not answer its ping, when the database's schema is not the
+    code's (migrations behind), or when a background task is down (crashed, waiting to restart).
+    """
+    body: dict[str, Any] = {"storage": "up"}
+    ready = True
+    try:
+        await store.ping()
+    except StorageError:
+        body["storage"], ready = "down", False
+    if ready and schema is not None:
+        problem = await schema()
+        body["schema"] = "current" if problem is None else problem
+        ready = problem is None
+    down = supervisor.down()
+    if supervisor.tasks:
+        body["background"] = {t.name: "down" if t.name in down else "up" for t in supervisor.tasks}
+    ready = ready and not down
+    body["status"] = "ready" if ready else "unavailable"
+    return ready, body

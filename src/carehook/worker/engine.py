@@ -7,6 +7,9 @@ leases and per-subject claiming keep them apart). The loop:
    own task: decode the payload, route ``(vendor, type)`` to a workflow, skip the steps already
    recorded (read with the claim), run the rest in order and record each (with its timeline
    entry, atomically), the last one together with ``complete``;
+   a step that fails after some of its effects took place (:class:`PartialFailure`: an alert
+   that reached 1 of 2 targets) has those parts recorded as ``<step>/<part>``, and its retry
+   gets them in ``StepContext.done`` to skip them;
 2. a failure is classified (:func:`carehook.worker.policy.classify`): retryable and attempts left
    → ``retrying`` after a back-off; otherwise → ``dead``. A step raising
    :class:`~carehook.errors.Deferred` is a planned wait, not a failure: the event is given back
@@ -33,11 +36,11 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from carehook.errors import Deferred, LeaseLost, PermanentError, StorageError
+from carehook.errors import Deferred, LeaseLost, PartialFailure, PermanentError, StorageError
 from carehook.inbox.port import Store
 from carehook.inbox.work import Claim, StepRecord
 from carehook.observability import get_logger
@@ -54,6 +57,8 @@ _log = get_logger("carehook.worker")
 _MIN_WAIT = 0.02
 #: the least time between a claim that found nothing and the next claim
 _EMPTY_CLAIM_GAP = 0.01
+#: between a step's name and one of its parts in a step record: ``alert.ops/ops[1]``
+PART_SEPARATOR = "/"
 
 
 def utcnow() -> datetime:
@@ -133,10 +138,13 @@ class Worker:
             asyncio.create_task(self._listen(), name="carehook-worker-listen"),
             asyncio.create_task(self._heartbeat(), name="carehook-worker-heartbeat"),
         ]
+        for helper in helpers:  # a helper that fails wakes the loop, which then fails too
+            helper.add_done_callback(lambda _task: self._wake.set())
         _log.info("worker.started", workers=self._concurrency, host=self._host)
         try:
             while not stop.is_set():
                 await self._turn()
+                _raise_if_failed(helpers)
         finally:
             try:
                 await self._shutdown()
@@ -333,7 +341,13 @@ class Worker:
                         claim.pk, self.owner, last.name, last.outcome, last.detail,
                         last.timeline, data=last.data, review=last.review,
                     )  # fmt: skip
-                result = await self._run_step(step, item, state)
+                try:
+                    result = await self._run_step(
+                        step, item, state, parts_of(claim.finished, step.name)
+                    )
+                except PartialFailure as exc:
+                    await self._record_parts(claim.pk, step.name, exc.done)
+                    raise
                 last = StepRecord(step.name, result.outcome, result.detail, result.timeline,
                                   result.state, result.review)  # fmt: skip
                 if result.state is not None:
@@ -341,11 +355,21 @@ class Worker:
         self._finishing.add(claim.pk)
         await self._store.complete(claim.pk, self.owner, last)
 
-    async def _run_step(self, step: Step, item: WorkItem, state: Mapping[str, Any]) -> StepResult:
+    async def _record_parts(self, pk: int, step: str, parts: Collection[str]) -> None:
+        """Record the parts of a failed step that took effect, so its retry skips them."""
+        detail = "took effect; the step retries the rest"
+        for part in sorted(parts):
+            name = f"{step}{PART_SEPARATOR}{part}"
+            await self._store.record_step(pk, self.owner, name, "ok", detail, None)
+
+    async def _run_step(
+        self, step: Step, item: WorkItem, state: Mapping[str, Any], done: frozenset[str]
+    ) -> StepResult:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await step.run(StepContext(item=item, now=self._clock(), state=state))
+            ctx = StepContext(item=item, now=self._clock(), state=state, done=done)
+            result = await step.run(ctx)
             outcome = result.outcome.split(":", 1)[0]
             return result
         finally:
@@ -427,6 +451,12 @@ class Worker:
         _log.info("worker.event_released", **_ids(claim))
 
 
+def parts_of(finished: Collection[str], step: str) -> frozenset[str]:
+    """The recorded parts of ``step`` among the event's finished step names."""
+    prefix = f"{step}{PART_SEPARATOR}"
+    return frozenset(name[len(prefix):] for name in finished if name.startswith(prefix))
+
+
 def _ids(claim: Claim) -> dict[str, Any]:
     """The log fields that identify an attempt (ids and names only)."""
     return {"event_pk": claim.pk, "source": claim.source, "type": claim.type,
@@ -439,6 +469,14 @@ async def _wait(event: asyncio.Event, seconds: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+def _raise_if_failed(helpers: Sequence[asyncio.Task[None]]) -> None:
+    """Re-raise the error of a helper that crashed: without its heartbeat or listener the
+    worker must not go on quietly (its supervisor logs the crash and restarts it)."""
+    for helper in helpers:
+        if helper.done() and not helper.cancelled() and helper.exception() is not None:
+            raise cast(BaseException, helper.exception())
 
 
 def _raise_if_cancelling() -> None:

@@ -79,6 +79,8 @@ class StepContext:
     item: WorkItem
     now: datetime
     state: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: parts of this step that took effect on an earlier attempt (see ``PartialFailure``)
+    done: frozenset[str] = frozenset()
 
 
 StepFn = Callable[[StepContext], Awaitable[StepResult]]

@@ -61,15 +61,18 @@ def build_alert(
                  facts=clean)  # fmt: skip
 
 
-async def send_alert(services: Services, channel: str, alert: Alert) -> StepResult:
+async def send_alert(
+    services: Services, ctx: StepContext, channel: str, alert: Alert
+) -> StepResult:
     """Send ``alert`` to ``channel``; ``skipped: not configured`` without a notifier or target.
 
-    A failed send raises (the notifier's RetryableError), so the step is tried again.
+    A failed send raises (the notifier's PartialFailure, naming the targets reached), so the
+    step is tried again, for the targets not reached yet only (``ctx.done``).
     """
     notifier = services.notifier
     if notifier is None or not notifier.configured(channel):
         return StepResult(outcome=NOT_CONFIGURED, detail=f"channel {channel}")
-    await notifier.notify(channel, alert)
+    await notifier.notify(channel, alert, skip=ctx.done)
     return StepResult(detail=f"{alert.severity} alert sent to {channel}")
 
 
@@ -168,7 +171,7 @@ async def windowed_alert(
     if reason is not None:
         return StepResult(outcome=f"skipped: {reason}", detail=summary,
                           timeline=_entry(ctx, f"{summary}; held back"))  # fmt: skip
-    result = await send_alert(services, channel, alert)
+    result = await send_alert(services, ctx, channel, alert)
     if result.outcome != "ok":
         return dataclasses.replace(result, timeline=_entry(ctx, summary))
     state = merged(ctx.state, alerts=marked(marks, key, at, level))

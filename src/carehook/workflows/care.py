@@ -58,7 +58,7 @@ async def session_failed_alert(services: Services, ctx: StepContext) -> StepResu
     data = payload_model(ctx.item, SessionData, "data")
     facts = {"session_id": data.session_id, "note_id": data.note_id, "status": code(data.status)}
     alert = build_alert(ctx, services, "Abridge session failed", "high", facts)
-    return await send_alert(services, CLINICAL, alert)
+    return await send_alert(services, ctx, CLINICAL, alert)
 
 
 def _below(config: WorkflowConfig, ctx: StepContext) -> tuple[bool, float | None, float]:
@@ -101,7 +101,7 @@ async def quality_alert(config: WorkflowConfig, services: Services, ctx: StepCon
     facts = {"session_id": data.session_id, "note_id": data.note_id, "quality_score": score,
              "threshold": threshold, "status": code(data.status)}  # fmt: skip
     alert = build_alert(ctx, services, "Abridge note needs quality review", "high", facts)
-    return await send_alert(services, CLINICAL, alert)
+    return await send_alert(services, ctx, CLINICAL, alert)
 
 
 async def nabla_failed_alert(services: Services, ctx: StepContext) -> StepResult:
@@ -113,4 +113,4 @@ async def nabla_failed_alert(services: Services, ctx: StepContext) -> StepResult
     facts = {"job_id": event.data.id, "external_id": code(event.data.external_id),
              "error_code": error_code}  # fmt: skip
     alert = build_alert(ctx, services, f"Nabla {what} failed", "high", facts)
-    return await send_alert(services, CLINICAL, alert)
+    return await send_alert(services, ctx, CLINICAL, alert)

@@ -134,7 +134,7 @@ async def transcript_failed_alert(services: Services, ctx: StepContext) -> StepR
     event = payload_model(ctx.item, HealthieEvent)
     facts = {"appointment_id": event.resource_id, "status": recording.get("status")}
     alert = build_alert(ctx, services, "Healthie transcript failed", "high", facts)
-    return await send_alert(services, CLINICAL, alert)
+    return await send_alert(services, ctx, CLINICAL, alert)
 
 
 # -- attendance -----------------------------------------------------------------------------------

@@ -250,7 +250,7 @@ async def notify_requester(services: Services, ctx: StepContext) -> StepResult:
     data = payload_model(ctx.item, ConsultData, "data")
     alert = build_alert(ctx, services, "DeepConsult report ready", "info",
                         {"consult_id": data.consult_id})  # fmt: skip
-    return await send_alert(services, REQUESTER, alert)
+    return await send_alert(services, ctx, REQUESTER, alert)
 
 
 async def consult_failed_alert(services: Services, ctx: StepContext) -> StepResult:
@@ -264,7 +264,7 @@ async def consult_failed_alert(services: Services, ctx: StepContext) -> StepResu
     facts = {"consult_id": data.consult_id, "retryable": retryable, "error_code": code(error)}
     severity = "warning" if data.retryable else "high"
     alert = build_alert(ctx, services, "DeepConsult failed", severity, facts)
-    return await send_alert(services, OPS, alert)
+    return await send_alert(services, ctx, OPS, alert)
 
 
 # -- ops alerts, de-duplicated per window ---------------------------------------------------------
@@ -324,7 +324,7 @@ async def query_failed_alert(services: Services, ctx: StepContext) -> StepResult
     data = payload_model(ctx.item, QueryFailed, "data")
     facts = {"query_id": data.query_id, "error_code": code(data.error_code),
              "retry_after": data.retry_after}  # fmt: skip
-    result = await send_alert(services, OPS, build_alert(
+    result = await send_alert(services, ctx, OPS, build_alert(
         ctx, services, "OpenEvidence query failed", "warning", facts))  # fmt: skip
     note = f"error {code(data.error_code)}; retry after {data.retry_after}s"
     return dataclasses.replace(result, timeline=_timeline(ctx, "failed", note))
@@ -426,4 +426,4 @@ async def review_alert(services: Services, ctx: StepContext) -> StepResult:
         return StepResult(outcome=f"skipped: severity {severity or 'unknown'}")
     facts = {"review_id": data.review_id, "flag_reason": code(data.flag_reason)}
     alert = build_alert(ctx, services, "OpenEvidence content flagged for review", severity, facts)
-    return await send_alert(services, CLINICAL, alert)
+    return await send_alert(services, ctx, CLINICAL, alert)

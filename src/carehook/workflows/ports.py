@@ -15,7 +15,7 @@ value printed in a log or a traceback shows ids only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -230,8 +230,9 @@ class Notifier(Protocol):
         """Whether ``channel`` has at least one target."""
         ...
 
-    async def notify(self, channel: str, alert: Alert) -> None:
-        """Send ``alert`` to every target of ``channel``; RetryableError if any target failed."""
+    async def notify(self, channel: str, alert: Alert, *, skip: Collection[str] = ()) -> None:
+        """Send ``alert`` to every target of ``channel`` but those named in ``skip`` (reached on
+        an earlier attempt); ``PartialFailure`` naming the targets reached if any failed."""
         ...
 
 
