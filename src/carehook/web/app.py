@@ -154,10 +154,10 @@ async def readiness(
         await store.ping()
     except StorageError:
         body["storage"], ready = "down", False
-    if ready and schema is not None:
+    if schema is not None:  # asked even when the ping fails: a schema behind can be why
         problem = await schema()
         body["schema"] = "current" if problem is None else problem
-        ready = problem is None
+        ready = ready and problem is None
     down = supervisor.down()
     if supervisor.tasks:
         body["background"] = {t.name: "down" if t.name in down else "up" for t in supervisor.tasks}
