@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from carehook.crypto import KeyRing
-from carehook.testing import InMemoryInbox
+from carehook.inbox.store import SqlStore
+from carehook.testing import temp_store
 from carehook.worker.engine import Worker
 from carehook.worker.policy import RetryPolicy
 from carehook.worker.supervisor import BackgroundTask, Supervisor, restart_delay
@@ -61,11 +62,9 @@ async def test_a_stop_during_the_back_off_ends_the_wait_at_once() -> None:
     await asyncio.wait_for(runner, 2)
 
 
-class _BrokenListener(InMemoryInbox):
-    """An in-memory store whose wake-up wait fails with a bug (not a storage error)."""
-
-    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (the port's)
-        raise LookupError("planted")
+async def _broken_wait(timeout: float) -> None:  # noqa: ASYNC109 (the port's signature)
+    """A wake-up wait that fails with a bug (not a storage error)."""
+    raise LookupError("planted")
 
 
 async def test_a_crashed_worker_helper_fails_the_worker_so_it_is_restarted(
@@ -73,7 +72,12 @@ async def test_a_crashed_worker_helper_fails_the_worker_so_it_is_restarted(
 ) -> None:
     """The listener dies of a bug: Worker.run raises it at once instead of running on without
     it, and the supervisor counts the crash."""
-    store = _BrokenListener(keyring)
+    async with temp_store(keyring) as store:
+        store.wait_for_work = _broken_wait  # type: ignore[method-assign]
+        await _worker_helper_crash(store)
+
+
+async def _worker_helper_crash(store: SqlStore) -> None:
     stop = asyncio.Event()
     worker = Worker(store, default_router(), lambda _s: RetryPolicy(), poll_seconds=30)
     with pytest.raises(LookupError):
