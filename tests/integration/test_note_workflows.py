@@ -30,7 +30,7 @@ from structlog.testing import capture_logs
 
 from carehook.bootstrap import build_app, build_components, server_config
 from carehook.connectors.fhir.keys import KeyStore
-from carehook.connectors.fhir.mapping import LOINC_SECTIONS, validate
+from carehook.connectors.fhir.mapping import LOINC_SECTIONS, parse_transcript_lines, validate
 from carehook.inbox.port import EventFilter
 from carehook.sandbox.app import Sandbox, build_sandbox
 from carehook.settings import load_settings
@@ -216,8 +216,17 @@ def _docrefs(env: Env, system: str = NOTE_SYSTEM) -> list[dict[str, Any]]:
             if any(i.get("system") == system for i in r.get("identifier", []))]  # fmt: skip
 
 
-def _text(resource: dict[str, Any], index: int = 0) -> str:
-    return base64.b64decode(resource["content"][index]["attachment"]["data"]).decode()
+def _text(resource: dict[str, Any]) -> str:
+    """The text of the one attachment a DocumentReference has (what Epic and Oracle accept)."""
+    [content] = resource["content"]
+    assert content["attachment"]["contentType"] == "text/plain; charset=utf-8"
+    return base64.b64decode(content["attachment"]["data"]).decode("utf-8")
+
+
+def _items(resource: dict[str, Any]) -> list[tuple[str, str, int | None, int | None]]:
+    """A transcript DocumentReference's items as (speaker, text, start_ms, end_ms)."""
+    parsed = parse_transcript_lines(_text(resource))
+    return [(i.speaker, i.text, i.start_ms, i.end_ms) for i in parsed]
 
 
 # --- Abridge note lifecycle ------------------------------------------------------------------
@@ -394,14 +403,9 @@ def test_a_nabla_transcript_is_stored_and_filed_in_spoken_order(env: Env) -> Non
     [event] = env.settle(1)
     assert event.status == "done"
     [doc] = _docrefs(env, "urn:carehook:nabla:transcript")
-    items = json.loads(_text(doc))
     raw = payload["data"]["payload"]["transcript"]
-    flat = items["items"] if isinstance(items, dict) else items
-    assert [i["text"] for i in flat] == [r["text"] for r in raw]
-    assert [i["speaker"] for i in flat] == [
-        (r.get("speaker_type") or r["speaker"]).upper() for r in raw]
-    assert [(i["start_ms"], i["end_ms"]) for i in flat] == [
-        (r["start_offset_ms"], r["end_offset_ms"]) for r in raw]
+    assert _items(doc) == [((r.get("speaker_type") or r["speaker"]).upper(), r["text"],
+                            r["start_offset_ms"], r["end_offset_ms"]) for r in raw]  # fmt: skip
 
 
 def test_a_healthie_transcript_is_fetched_over_graphql_even_when_rate_limited(env: Env) -> None:
@@ -465,10 +469,7 @@ def test_a_healthie_transcript_is_parsed_from_its_vtt_file_with_speakers(env_any
     [doc] = _docrefs(env, "urn:carehook:healthie:transcript")
     tid = env.sandbox.healthie.transcript_id(appointment_id, "processed_recording")
     assert doc["identifier"][0]["value"] == tid
-    body = json.loads(_text(doc))
-    flat = body["items"] if isinstance(body, dict) else body
-    assert [(i["speaker"], i["text"], i["start_ms"], i["end_ms"]) for i in flat] == [
-        tuple(t) for t in content.turns(appointment_id)]
+    assert _items(doc) == [tuple(t) for t in content.turns(appointment_id)]
     assert [status for _, status in env.sandbox.healthie.downloads] == [200]
 
 
@@ -561,14 +562,13 @@ def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["conditional", "epic-es384"])
 def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, pg_url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, storage_url: str
 ) -> None:
     """SIGKILL the moment the server stored the note (before it answers): the next worker
     finds it (If-None-Exist, or the ledger's intent and a search) and creates no second one.
-    (Workers in separate processes: PostgreSQL, what a multi-process deployment uses.)"""
+    (Workers in separate processes, on SQLite and on PostgreSQL.)"""
     worker = "enabled = false\nlease_seconds = 1.0\n"
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -576,7 +576,7 @@ def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
         if len(procs) == 1:
             os.kill(procs[0].pid, signal.SIGKILL)
 
-    for env in _env(tmp_path, pg_url, monkeypatch, mode, worker):
+    for env in _env(tmp_path, storage_url, monkeypatch, mode, worker):
         env.sandbox.fhir.on_create = kill
         procs.append(_worker(env.gw.config, tmp_path / "worker1.log"))
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
-import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,23 +243,60 @@ def test_transcript_document_reference_is_valid_and_identified() -> None:
     ]  # fmt: skip
 
 
-def test_transcript_json_keeps_order_speakers_and_offsets() -> None:
-    """The JSON attachment lists every item in spoken order with speaker and offsets."""
-    json_part, _ = mapping.transcript_document_reference(_transcript())["content"]
-    assert json_part["attachment"]["contentType"] == "application/json"
-    items = json.loads(_data(json_part["attachment"]))["items"]
-    assert [(i["speaker"], i["start_ms"], i["end_ms"]) for i in items] == [
-        ("DOCTOR", 0, 2_400), ("PATIENT", 65_000, 66_500), ("UNSPECIFIED", None, None)
-    ]  # fmt: skip
-    assert items[1]["text"] == "A cough."
+def test_transcript_is_one_utf8_text_attachment() -> None:
+    """Exactly one content entry, ``text/plain; charset=utf-8`` inline (what Epic and Oracle keep),
+    with the transcript's language, creation time and a base64 SHA-1 hash of the data."""
+    [content] = mapping.transcript_document_reference(_transcript())["content"]
+    attachment = content["attachment"]
+    assert attachment["contentType"] == "text/plain; charset=utf-8"
+    assert (attachment["title"], attachment["language"]) == ("Transcript", "en-US")
+    assert attachment["creation"] == "2026-03-04T09:30:00Z"
+    assert attachment["hash"] == base64.b64encode(hashlib.sha1(_data(attachment)).digest()).decode()
+    assert attachment["size"] == len(_data(attachment))
 
 
-def test_transcript_text_lines_show_speaker_and_clock() -> None:
-    """The text attachment reads ``SPEAKER [mm:ss] text``, ``--:--`` when the offset is unknown."""
-    _, text_part = mapping.transcript_document_reference(_transcript())["content"]
-    lines = _data(text_part["attachment"]).decode("utf-8").splitlines()
-    assert lines[1:] == ["PATIENT [01:05] A cough.", "UNSPECIFIED [--:--] (door closes)"]
-    assert lines[0].startswith("DOCTOR [00:00] What brings you in?")
+def test_transcript_text_keeps_order_speakers_and_offsets() -> None:
+    """One ``[start-end] SPEAKER: text`` line per item in spoken order, offsets as HH:MM:SS.mmm,
+    ``??:??:??.???`` when unknown."""
+    [content] = mapping.transcript_document_reference(_transcript())["content"]
+    assert _data(content["attachment"]).decode("utf-8") == (
+        f"[00:00:00.000-00:00:02.400] DOCTOR: What brings you in? {CANARY}\n"
+        "[00:01:05.000-00:01:06.500] PATIENT: A cough.\n"
+        "[??:??:??.???-??:??:??.???] UNSPECIFIED: (door closes)\n"
+    )
+
+
+def test_transcript_text_reads_back_into_the_same_items() -> None:
+    """The text parses back into every item, in order, with speaker, text and offsets."""
+    [content] = mapping.transcript_document_reference(_transcript())["content"]
+    parsed = mapping.parse_transcript_lines(_data(content["attachment"]).decode("utf-8"))
+    assert parsed == list(_transcript().items)
+
+
+def test_transcript_text_of_long_and_multi_line_items() -> None:
+    """Hours past the first, and a line break in an item's text (a continuation line indented by
+    two spaces), still read back exactly; ``\\r\\n`` is written as a plain line break."""
+    items = (TranscriptItem("PATIENT", "Mostly at night,\r\n  and when lying down.", 3_725_004,
+                            3_730_999),
+             TranscriptItem("DOCTOR", "", 360_000_000, None))  # fmt: skip
+    text = mapping.transcript_lines(items)
+    assert text == ("[01:02:05.004-01:02:10.999] PATIENT: Mostly at night,\n"
+                    "    and when lying down.\n"
+                    "[100:00:00.000-??:??:??.???] DOCTOR: \n")  # fmt: skip
+    assert mapping.parse_transcript_lines(text) == [
+        TranscriptItem("PATIENT", "Mostly at night,\n  and when lying down.", 3_725_004, 3_730_999),
+        items[1],
+    ]
+
+
+@pytest.mark.parametrize("text", ["DOCTOR [00:00] hi\n", "[00:00:00.000-00:00:01.000] hi\n",
+                                  "  orphan continuation\n"])  # fmt: skip
+def test_a_line_that_is_not_an_item_is_refused_by_number(text: str) -> None:
+    """The reader refuses a line of another form, naming its number and not its content."""
+    with pytest.raises(ValueError, match="line 1 ") as info:
+        mapping.parse_transcript_lines(text)
+    assert "hi" not in str(info.value)
+    assert "orphan" not in str(info.value)
 
 
 def test_transcript_of_an_unknown_vendor_is_refused() -> None:

@@ -16,6 +16,23 @@ Codes:
 * transcript type: LOINC has no document code for an encounter transcript, so carehook's own
   ``urn:carehook:document-type|transcript`` ("Encounter transcript") is used.
 
+Attachments: every DocumentReference has exactly ONE ``content`` entry, a ``text/plain;
+charset=utf-8`` attachment with the data base64 inline (Epic keeps only the first attachment and
+Oracle Health accepts exactly one; both keep Binary read-only). A note is its title, then each
+section's title and text (:func:`render_note`). A transcript is one line per item, in spoken
+order (:func:`transcript_lines`, read back by :func:`parse_transcript_lines`)::
+
+    [00:00:01.250-00:00:03.000] DOCTOR: What brings you in?
+    [00:01:05.000-00:01:06.500] PATIENT: A cough,
+      mostly at night.
+    [??:??:??.???-??:??:??.???] UNSPECIFIED: (door closes)
+
+``[start-end]`` are the item's offsets from the start of the encounter as ``HH:MM:SS.mmm`` (hours
+grow past 99 if they must), ``??:??:??.???`` when unknown; then the speaker (a role token:
+DOCTOR, PATIENT, UNSPECIFIED), ``": "`` and the text. A line break inside an item's text
+(``\\r\\n``, ``\\r`` or ``\\n``) starts a continuation line indented by two spaces; every line
+ends with ``\\n``.
+
 Identifiers: a note is ``NOTE_SYSTEM[vendor]|note_id`` (DocumentReference and Composition alike),
 a transcript ``TRANSCRIPT_SYSTEM[vendor]|transcript_id``, a provider
 ``PRACTITIONER_SYSTEM|provider_id`` (plus the NPI); the vendor's correlation id, when present, is
@@ -32,7 +49,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -96,6 +112,13 @@ _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 _PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\[\d+\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\d+\])?)*")
 _TOKEN = re.compile(r"[a-z][a-z-]{0,30}")
 _TEXT_PLAIN = "text/plain; charset=utf-8"
+_NO_CLOCK = "??:??:??.???"
+_CLOCK = r"(?:\d{2,}:[0-5]\d:[0-5]\d\.\d{3}|\?\?:\?\?:\?\?\.\?\?\?)"
+_ITEM_LINE = re.compile(
+    rf"\[(?P<start>{_CLOCK})-(?P<end>{_CLOCK})\] (?P<speaker>[^:\n]+): (?P<text>.*)", re.DOTALL
+)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_CONTINUATION = "  "
 
 # -- validation --------------------------------------------------------------------------------
 
@@ -342,32 +365,58 @@ def note_composition(
 
 def _clock(ms: int | None) -> str:
     if ms is None:
-        return "--:--"
-    minutes, seconds = divmod(max(ms, 0) // 1000, 60)
-    return f"{minutes:02d}:{seconds:02d}"
+        return _NO_CLOCK
+    seconds, millis = divmod(max(ms, 0), 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}"
+
+
+def _transcript_item(item: TranscriptItem) -> str:
+    first, *rest = _LINE_BREAK.split(item.text)
+    head = f"[{_clock(item.start_ms)}-{_clock(item.end_ms)}] {item.speaker}: {first}\n"
+    return head + "".join(f"{_CONTINUATION}{line}\n" for line in rest)
 
 
 def transcript_lines(items: Iterable[TranscriptItem]) -> str:
-    """``SPEAKER [mm:ss] text`` lines, in spoken order (``--:--`` when the offset is unknown)."""
-    return "".join(f"{item.speaker} [{_clock(item.start_ms)}] {item.text}\n" for item in items)
+    """The transcript text: one ``[start-end] SPEAKER: text`` line per item, in spoken order
+    (the format is in the module docstring; :func:`parse_transcript_lines` reads it back)."""
+    return "".join(_transcript_item(item) for item in items)
 
 
-def transcript_json(items: Iterable[TranscriptItem]) -> bytes:
-    """``{"items": [{speaker, start_ms, end_ms, text}, ...]}`` in spoken order, UTF-8."""
-    rows = [
-        {"speaker": i.speaker, "start_ms": i.start_ms, "end_ms": i.end_ms, "text": i.text}
-        for i in items
-    ]
-    return json.dumps({"items": rows}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def _offset(clock: str) -> int | None:
+    if clock == _NO_CLOCK:
+        return None
+    hours, minutes, rest = clock.split(":")
+    seconds, millis = rest.split(".")
+    return ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + int(millis)
+
+
+def parse_transcript_lines(text: str) -> list[TranscriptItem]:
+    """The items of a :func:`transcript_lines` text; ValueError naming a line number only."""
+    items: list[TranscriptItem] = []
+    for number, line in enumerate(text.split("\n")[:-1] if text else [], start=1):
+        match = _ITEM_LINE.fullmatch(line)
+        if match:
+            start, end = _offset(match["start"]), _offset(match["end"])
+            items.append(TranscriptItem(match["speaker"], match["text"], start, end))
+        elif line.startswith(_CONTINUATION) and items:
+            last = items[-1]
+            items[-1] = TranscriptItem(last.speaker, f"{last.text}\n{line[2:]}",
+                                       last.start_ms, last.end_ms)  # fmt: skip
+        else:
+            raise ValueError(f"transcript text line {number} is not an item line")
+    return items
 
 
 def transcript_document_reference(transcript: Transcript) -> dict[str, Any]:
-    """A DocumentReference holding a transcript as JSON and as plain text lines."""
+    """A DocumentReference holding a transcript as ONE ``text/plain; charset=utf-8`` attachment
+    (Epic keeps only the first attachment, Oracle Health accepts exactly one)."""
     system = _system(TRANSCRIPT_SYSTEM, transcript.vendor, "transcript")
     created = _instant(transcript.created_at)
-    extra = {"language": _language(transcript.language), "creation": created}
-    as_json = transcript_json(transcript.items)
-    as_text = transcript_lines(transcript.items).encode("utf-8")
+    text = transcript_lines(transcript.items).encode("utf-8")
+    attachment = _attachment(text, _TEXT_PLAIN, "Transcript",
+                             language=_language(transcript.language), creation=created)  # fmt: skip
     resource = {
         "resourceType": "DocumentReference",
         "identifier": [
@@ -380,10 +429,7 @@ def transcript_document_reference(transcript: Transcript) -> dict[str, Any]:
         "subject": _ref("Patient", transcript.patient_id),
         "date": created,
         "author": _listed(_ref("Practitioner", transcript.author_id)),
-        "content": [
-            {"attachment": _attachment(as_json, "application/json", "Transcript (JSON)", **extra)},
-            {"attachment": _attachment(as_text, _TEXT_PLAIN, "Transcript", **extra)},
-        ],
+        "content": [{"attachment": attachment}],
         "context": _context(transcript.encounter_id),
     }
     return validate(_drop_none(resource))
