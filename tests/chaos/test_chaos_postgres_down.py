@@ -56,6 +56,7 @@ async def test_postgres_down_mid_load_answers_503_and_loses_nothing(tmp_path: Pa
         await asyncio.sleep(min(1.5, down_for / 2))
         ready_while_down = await asyncio.to_thread(readyz, gateway.url)
         await asyncio.sleep(down_for - (time.monotonic() - stopped_at))
+        restart_at = time.monotonic()  # it may take commits before pg_ctl returns
         await asyncio.to_thread(cluster.start)
         started_at = time.monotonic()
         await asyncio.sleep(pick(3, 5))
@@ -73,7 +74,7 @@ async def test_postgres_down_mid_load_answers_503_and_loses_nothing(tmp_path: Pa
         events = _rows(cluster.url, "SELECT id, event_id, status FROM events")
         timeline = _rows(cluster.url, "SELECT event_pk FROM timeline")
 
-    outage = load.answered_between(stopped_at, started_at)
+    outage = load.answered_between(stopped_at, restart_at)
     # sent and answered while down (a commit just before the stop may be answered just after)
     inside = [a for a in outage if a.sent_at >= stopped_at]
     first_503 = load.first(503, stopped_at)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from carehook.bootstrap import build_app, build_components, server_config
 from carehook.cli import app
+from carehook.connectors.fhir import keys as keys_module
 from carehook.sandbox.fhir import FhirServer
 from carehook.settings import load_settings
 from loopback import free_port, serve_app, serve_config
@@ -75,6 +76,23 @@ def test_keys_new_is_published_listed_and_retired(site: Site) -> None:
     assert '"active": true' in listing
     assert site.cli("keys", "retire", kid)[0] == 0
     assert httpx.get(f"{site.gateway}/.well-known/jwks.json").json() == {"keys": []}
+
+
+def test_a_kid_never_begins_with_a_dash_so_keys_retire_takes_it(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One thumbprint in 64 begins with ``-``; such a key is never kept (typer would read
+    ``keys retire -abc`` as an option)."""
+    real = keys_module._generate
+    dashed = next(k for k in iter(lambda: real("ES384"), None) if k.thumbprint().startswith("-"))
+    made = iter([dashed])
+    monkeypatch.setattr(keys_module, "_generate", lambda alg: next(made, None) or real(alg))
+    code, kid = site.cli("keys", "new", "ehr")
+    assert code == 0
+    assert kid.strip()
+    assert not kid.startswith("-")
+    assert next(made, None) is None, "the dashed key was offered"
+    assert site.cli("keys", "retire", kid.strip())[0] == 0
 
 
 def test_ehr_check_reports_search_first_and_a_working_token(site: Site) -> None:

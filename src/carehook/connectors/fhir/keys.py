@@ -2,8 +2,9 @@
 
 One key is two files: ``<kid>.pem`` (the private key, PKCS#8 PEM, mode 0600) and ``<kid>.json``
 (its destination, algorithm, creation and retirement times). The ``kid`` is the key's RFC 7638
-thumbprint. A private key file that group or others may read is refused (a
-:class:`~carehook.errors.ConfigError`), never used.
+thumbprint; a key whose thumbprint begins with ``-`` is never kept (one in 64 would otherwise be
+read as an option by ``carehook keys retire KID``), another is generated. A private key file
+that group or others may read is refused (a :class:`~carehook.errors.ConfigError`), never used.
 
 Rotation without downtime (Epic fetches the JWKS from the ``jku`` and caches it):
 
@@ -76,6 +77,8 @@ class KeyStore:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.folder, 0o700)
         key = _generate(alg)
+        while key.thumbprint().startswith("-"):  # it would read as an option: `keys retire -x`
+            key = _generate(alg)
         info = KeyInfo(key.thumbprint(), destination, alg, now or datetime.now(UTC))
         pem = key.as_pem(private=True)
         fd = os.open(self._pem(info.kid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
