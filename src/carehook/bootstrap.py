@@ -103,7 +103,9 @@ def build_app(
     background: list[BackgroundTask] = []
     closers = []
     if service_set is not None:
-        background = background_tasks(components, service_set)
+        at = settings.worker.ingress_priority_at
+        busy = (lambda: ingress.in_flight >= at) if at > 0 else None
+        background = background_tasks(components, service_set, ingress_busy=busy)
         closers.append(service_set.aclose)
     admin, admin_cfg = build_admin(components), settings.admin
     if admin is not None and admin_cfg.port is not None:  # its own listener
@@ -122,10 +124,13 @@ def build_app(
 
 
 def background_tasks(
-    components: Components, service_set: ServiceSet, *, concurrency: int | None = None
+    components: Components, service_set: ServiceSet, *, concurrency: int | None = None,
+    ingress_busy: Callable[[], bool] | None = None,
 ) -> list[BackgroundTask]:
-    """The worker and the purge timer, as supervised background tasks."""
-    run = worker_task(components, concurrency=concurrency, service_set=service_set)
+    """The worker and the purge timer, as supervised background tasks; the worker gives way
+    to the ingress while ``ingress_busy()`` (``serve``)."""
+    run = worker_task(components, concurrency=concurrency, service_set=service_set,
+                      ingress_busy=ingress_busy)  # fmt: skip
     return [BackgroundTask("worker", run), BackgroundTask("purge", build_purger(components).run)]
 
 
@@ -180,7 +185,7 @@ def build_router(settings: Settings, services: Services) -> Router:
 
 def build_worker(
     components: Components, *, concurrency: int | None = None, router: Router | None = None,
-    services: Services | None = None,
+    services: Services | None = None, ingress_busy: Callable[[], bool] | None = None,
 ) -> Worker:
     """The worker over the components' store, configured by ``[worker]``; its workflows use
     ``services`` (default: none configured, every connector step ``skipped``)."""
@@ -194,12 +199,13 @@ def build_worker(
         poll_seconds=cfg.poll_seconds,
         shutdown_grace_seconds=cfg.shutdown_grace_seconds,
         metrics=components.worker_metrics,
+        ingress_busy=ingress_busy,
     )
 
 
 def worker_task(
     components: Components, *, concurrency: int | None = None,
-    service_set: ServiceSet | None = None,
+    service_set: ServiceSet | None = None, ingress_busy: Callable[[], bool] | None = None,
 ) -> Background:
     """The worker as a background task over ``service_set`` (built and checked at start, closed
     by whoever built it); without one, it builds the configured connectors itself and closes
@@ -211,7 +217,7 @@ def worker_task(
         try:
             await built.prepare()
             worker = build_worker(components, concurrency=concurrency,
-                                  services=built.services)  # fmt: skip
+                                  services=built.services, ingress_busy=ingress_busy)  # fmt: skip
             await worker.run(stop)
         finally:
             if own:

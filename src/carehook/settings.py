@@ -124,6 +124,9 @@ class WorkerSettings(BaseModel):
     enabled: bool = True
     #: events processed at once per process (different subjects; one subject is never parallel)
     concurrency: int = Field(default=8, ge=1, le=1024)
+    #: ``serve``'s in-process worker holds back new claims while this many webhook requests
+    #: are being answered in the same process (acknowledgements first; 0: never holds back)
+    ingress_priority_at: int = Field(default=16, ge=0)
     #: a claimed event is held this long, renewed every third of it while it runs
     lease_seconds: float = Field(default=30.0, gt=0)
     #: the longest an idle worker waits before looking for due work again

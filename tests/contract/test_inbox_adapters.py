@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -152,6 +153,33 @@ async def test_sqlite_commits_are_shared_under_load(
         # the writer took what was queued when it woke (at least the first call), and everything
         # that queued behind it while it waited for the lock went into the next transaction
         assert inbox.commits <= 2
+
+
+async def test_sqlite_checkpoints_run_beside_the_writer_and_keep_the_wal_small(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """The writer never checkpoints inside a commit (its automatic checkpoint is off); the
+    checkpoint thread does, so the WAL is reused instead of growing with every batch."""
+    async with open_store(sqlite_url, keyring, checkpoint_seconds=0.05) as inbox:
+        writer = inbox.dialect._writer
+        assert writer is not None
+        autocheckpoint = await inbox.dialect.write(
+            lambda tx: tx.row("PRAGMA wal_autocheckpoint")[0]
+        )
+        assert autocheckpoint == 0
+        wal = Path(f"{inbox.dialect.path}-wal")
+        sizes = []
+        for _ in range(12):  # ~12 x 300 events of ~2 KB: about 8 MB of WAL without checkpoints
+            envs = [make_envelope(payload=os.urandom(1500)) for _ in range(300)]
+            await asyncio.gather(*(inbox.accept(e, make_record(e)) for e in envs))
+            before = inbox.dialect.checkpoints
+            for _ in range(200):
+                if inbox.dialect.checkpoints > before:
+                    break
+                await asyncio.sleep(0.02)
+            sizes.append(os.path.getsize(wal))  # noqa: ASYNC240 (a stat, in a test)
+        assert len(await inbox.list_events(EventFilter(limit=5000))) == 3600
+    assert max(sizes) < 3 * min(sizes[:3]), f"the WAL kept growing: {sizes}"
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

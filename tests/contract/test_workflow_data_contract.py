@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from carehook.errors import LeaseLost, ReviewError
-from carehook.inbox.work import ACTION_REVIEW_RESOLVE
+from carehook.inbox.work import ACTION_REVIEW_RESOLVE, StepRecord
 from carehook.workflows import ReviewRequest, TimelineEntry
 
 from .conftest import NOW
@@ -38,6 +38,26 @@ async def test_subject_data_commits_with_its_step_and_replaces_the_previous(
     assert await work_store.subject_data("s:a") == {"progress": 40}
     assert await work_store.subject_state("s:a") == "running"
     assert await work_store.subject_data("s:other") == {}
+
+
+async def test_a_claim_carries_its_subjects_data_as_the_last_event_left_it(
+    work_store: Store, feed: Feed
+) -> None:
+    """The worker needs no read per event: the claim brings the data the subject's previous
+    event committed (and {} for a subject without any)."""
+    first = await feed(subject="s:a")
+    second = await feed(subject="s:a")
+    await feed(subject="s:b")
+    claims = {c.pk: c for c in await work_store.claim("h:1:a", 10, 30)}
+    assert first in claims
+    assert second not in claims  # one event per subject at a time
+    assert [c.subject_data for c in claims.values()] == [{}, {}]
+    await work_store.complete(first, "h:1:a", StepRecord("one", "ok", "", None,
+                                                         {"progress": 10, "who": CANARY}))
+    (claim,) = await work_store.claim("h:1:a", 10, 30)
+    assert claim.pk == second
+    assert claim.subject_data == {"progress": 10, "who": CANARY}
+    assert CANARY not in repr(claim)
 
 
 async def test_a_recorded_step_does_not_write_its_data_or_review_again(

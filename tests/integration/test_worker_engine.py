@@ -367,6 +367,46 @@ async def test_run_loop_wakes_for_new_events_and_finishes_in_flight(
     assert {await status(store, pk) for pk in pks} == {"done"}
 
 
+async def test_a_busy_ingress_holds_claims_back_but_never_stops_the_backlog(
+    store: Store, clock: FakeClock
+) -> None:
+    """While the ingress says it is busy, no claim is made for up to 0.1 s; a claim still
+    comes after that, and at once when the ingress is idle again."""
+    claimed_at: list[float] = []
+    busy = True
+
+    async def note(ctx: StepContext) -> StepResult:  # noqa: ARG001
+        claimed_at.append(asyncio.get_running_loop().time())
+        return StepResult()
+
+    router = Router({}, fallback=Workflow("note", (Step("note", note),)))
+    w = worker(store, router, clock, concurrency=1, poll_seconds=30, ingress_busy=lambda: busy)
+    await deliver(store, clock, "s:1", 1)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    started = loop.time()
+    running = asyncio.create_task(w.run(stop))
+    for _ in range(500):
+        if claimed_at:
+            break
+        await asyncio.sleep(0.005)
+    # the only claim waited for the longest give-way, the ingress being busy throughout
+    assert claimed_at
+    assert claimed_at[0] - started >= 0.09
+    assert w.metrics.gave_way._value.get() >= 1
+    busy = False
+    second = loop.time()
+    await deliver(store, clock, "s:2", 2)
+    for _ in range(500):
+        if len(claimed_at) == 2:
+            break
+        await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+    assert len(claimed_at) == 2
+    assert claimed_at[1] - second < 0.09  # not held back: the ingress is idle
+
+
 async def test_heartbeat_keeps_a_long_step_leased(store: Store, clock: FakeClock) -> None:
     """A step outlasting several lease periods keeps its lease: one attempt, done."""
     beats = asyncio.Event()

@@ -73,6 +73,7 @@ OPEN_ATTEMPT: Final = (
 DEAD_ATTEMPT: Final = """INSERT INTO attempts (event_pk, number, started_at, finished_at, outcome,
        error_class, error_message) VALUES (?, ?, ?, ?, 'dead', ?, ?)"""
 FINISHED_STEPS: Final = "SELECT event_pk, name FROM steps WHERE event_pk IN ({ids})"
+SUBJECTS_DATA: Final = "SELECT subject, data FROM subjects WHERE subject IN ({ids})"
 COMPLETE: Final = f"""UPDATE events SET status = 'done', next_attempt_at = NULL, lease_owner = NULL,
        lease_expires_at = NULL WHERE id = ? AND {FENCE} RETURNING subject, type, source"""
 FAIL: Final = f"""UPDATE events SET status = ?, next_attempt_at = ?, last_error = ?,

@@ -11,7 +11,18 @@ the measurement; ``bench/ingest.py`` measures the ingest path). The writer commi
 worker writes, so acknowledgements never wait behind claims.
 
 Reads run on a small thread pool, each thread with its own read-only connection: WAL lets them
-read while the writer commits. Durability: WAL with ``synchronous=FULL``; the database file (and
+read while the writer commits.
+
+Checkpoints run beside the writer, never inside its commits. SQLite's automatic checkpoint runs
+in the committing connection once the WAL passes 1,000 pages, so every so often one batch's
+acknowledgements would wait for pages to be copied into the database file and that file to be
+fsynced. The writer's connection has ``wal_autocheckpoint = 0``; a checkpoint thread with its
+own connection runs ``PRAGMA wal_checkpoint(PASSIVE)`` every ``checkpoint_seconds`` while there
+were commits (PASSIVE never blocks the writer or the readers, as the automatic one never did).
+A fully checkpointed WAL is restarted from its beginning by the next write, so the file stays
+small.
+
+Durability: WAL with ``synchronous=FULL``; the database file (and
 so its -wal and -shm files) is mode 0600. Timestamps are fixed-width ISO-8601 UTC text (see
 :mod:`carehook.inbox.schema`); :class:`_Tx` converts datetimes on the way in.
 """
@@ -29,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import structlog
+
 from carehook.errors import ConfigError, StorageUnavailable
 from carehook.inbox import _common as c
 from carehook.inbox import migrate
@@ -36,6 +49,7 @@ from carehook.inbox._signal import WorkSignal
 from carehook.inbox._sqlite_writer import ACCEPT, CALL, LOG_REQUEST, GroupCommitWriter, translate
 
 T = TypeVar("T")
+_log = structlog.get_logger(component="carehook.inbox")
 
 #: the named partial indexes a claim must use: without statistics the planner would take the
 #: status index and sort, which grows with the backlog
@@ -84,6 +98,7 @@ class SqliteDialect:
     def __init__(
         self, url_or_path: str | os.PathLike[str], *, auto_migrate: bool = True,
         busy_timeout: float = 5.0, batch_cap: int = 512, readers: int = 2,
+        checkpoint_seconds: float = 0.5,
     ) -> None:  # fmt: skip
         self.path: Path = c.sqlite_path(url_or_path)
         self.url = c.sqlite_url(self.path)
@@ -96,6 +111,13 @@ class SqliteDialect:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
+        self._checkpoint_seconds = checkpoint_seconds
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints the checkpoint thread has run since open (instrumentation)."""
+        return 0 if self._checkpointer is None else self._checkpointer.runs
 
     @property
     def commits(self) -> int:
@@ -108,6 +130,9 @@ class SqliteDialect:
             return
         self._writer = await asyncio.to_thread(self._prepare)
         self._writer.start()
+        conn = await asyncio.to_thread(self._connect)
+        self._checkpointer = _Checkpointer(conn, self._writer, self._checkpoint_seconds)
+        self._checkpointer.start()
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="carehook-sqlite-read")
 
     def _prepare(self) -> GroupCommitWriter:
@@ -120,7 +145,9 @@ class SqliteDialect:
                 raise ConfigError("database schema is not current: run `carehook db upgrade`")
             # connect after migrating: the writer's TEMP trigger is compiled against the schema
             # this connection sees first
-            return GroupCommitWriter(self._connect(), cap=self._batch_cap)
+            conn = self._connect()
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread's job
+            return GroupCommitWriter(conn, cap=self._batch_cap)
         except OSError as exc:
             raise StorageUnavailable(f"cannot create the SQLite file: {exc.strerror}") from exc
         except sqlite3.Error as exc:
@@ -150,8 +177,10 @@ class SqliteDialect:
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer, close every connection."""
-        writer, pool = self._writer, self._pool
-        self._writer = self._pool = None
+        writer, pool, checkpointer = self._writer, self._pool, self._checkpointer
+        self._writer = self._pool = self._checkpointer = None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         if pool is not None:
@@ -216,3 +245,44 @@ class SqliteDialect:
     async def wait_for_work(self, signal: WorkSignal, timeout: float) -> None:  # noqa: ASYNC109
         """Return when this process commits new work, or after ``timeout`` seconds."""
         await signal.wait(timeout)
+
+
+class _Checkpointer:
+    """The thread that checkpoints the WAL while the writer keeps committing (module docs)."""
+
+    def __init__(self, conn: sqlite3.Connection, writer: GroupCommitWriter, every: float) -> None:
+        self._conn = conn
+        self._writer = writer
+        self._every = every
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="carehook-sqlite-checkpoint")
+        self.runs = 0
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread and close its connection (blocking)."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        seen = self._writer.commits
+        try:
+            while not self._stopping.wait(self._every):
+                commits = self._writer.commits
+                if commits == seen:
+                    continue
+                seen = commits
+                self._checkpoint()
+        finally:
+            self._conn.close()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the next tick tries again; the writer is unaffected
+            _log.warning("sqlite.checkpoint_failed", error=translate(exc).args[0])
+            return
+        self.runs += 1

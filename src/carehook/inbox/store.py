@@ -216,16 +216,26 @@ class SqlStore:
         finished: dict[int, set[str]] = {}
         for pk, name in tx.rows(q.ids(q.FINISHED_STEPS, len(pks)), pks):
             finished.setdefault(pk, set()).add(name)
+        subjects = sorted({r[5] for r in rows})
+        blobs = dict(tx.rows(q.ids(q.SUBJECTS_DATA, len(subjects)), subjects))
         claims: list[Claim] = []
         for r in rows:
-            claim = self._decrypted(r, expires, frozenset(finished.get(r[0], ())))
+            claim = self._decrypted(r, expires, frozenset(finished.get(r[0], ())), blobs)
             if claim is None:
                 self._dead_letter(tx, r[0], now)
             else:
                 claims.append(claim)
         return claims, len(rows) - len(claims)
 
-    def _decrypted(self, r: Sequence[Any], expires: datetime, done: frozenset[str]) -> Claim | None:
+    def _decrypted(
+        self, r: Sequence[Any], expires: datetime, done: frozenset[str], blobs: Mapping[str, Any]
+    ) -> Claim | None:
+        """The claim of row ``r`` (None: its payload cannot be decrypted), with its subject's
+        working data when that decrypts (else the worker asks ``subject_data``, which raises)."""
+        try:
+            data: Mapping[str, object] | None = c.open_data(self._keyring, r[5], blobs.get(r[5]))
+        except (CryptoError, ValueError):
+            data = None
         try:
             blob = r[8]
             payload = (
@@ -239,7 +249,7 @@ class SqlStore:
         return Claim(
             pk=r[0], source=r[1], vendor=r[2], event_id=r[3], type=r[4], subject=r[5],
             attempts=r[6], received_at=ts(r[7]), lease_expires_at=expires, payload=payload,
-            finished=done, occurred_at=None if r[9] is None else ts(r[9]),
+            finished=done, occurred_at=None if r[9] is None else ts(r[9]), subject_data=data,
         )  # fmt: skip
 
     def _dead_letter(self, tx: Any, pk: int, now: datetime) -> None:

@@ -62,6 +62,9 @@ class Claim:
     finished: frozenset[str] = frozenset()
     #: when the vendor says the event happened (read at ingress), if it said
     occurred_at: datetime | None = None
+    #: the subject's working data as the claim found it (one event per subject is claimed at a
+    #: time, so it is what the last finished event left); None: not read, ask ``subject_data``
+    subject_data: Mapping[str, object] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,9 +118,18 @@ class Ingress:
     rejected_log_per_minute: int = 600
     _budget: dict[str, int] = field(default_factory=dict, init=False)
     _minute: int = field(default=0, init=False)
+    #: deliveries between arrival and answer now (the in-process worker gives way to them)
+    in_flight: int = field(default=0, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one delivery to ``/webhooks/<source>``."""
+        self.in_flight += 1
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path"][len(PREFIX):]
         started = time.perf_counter()
         client = scope.get("client")

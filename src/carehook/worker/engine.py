@@ -16,6 +16,9 @@ leases and per-subject claiming keep them apart). The loop:
    due at its ``until`` (``Store.defer``), the attempt not counted.
    :class:`~carehook.errors.LeaseLost` means another worker owns the event now: the attempt is
    dropped without a record;
+   In ``serve``, a claim first gives way while the process's ingress is busy (``[worker]
+   ingress_priority_at`` deliveries being answered), for at most 0.1 s: acknowledgements first,
+   the backlog catches up when the burst is over;
 3. with nothing to claim, wait until the store hears of new work, a running event finishes (it
    may unblock the next event of its subject), the earliest retry falls due, or ``poll_seconds``;
 4. a heartbeat renews the leases of the events in flight every third of ``lease_seconds``.
@@ -57,6 +60,9 @@ _log = get_logger("carehook.worker")
 _MIN_WAIT = 0.02
 #: the least time between a claim that found nothing and the next claim
 _EMPTY_CLAIM_GAP = 0.01
+#: the longest a claim waits for a busy ingress (``Worker._give_way``), and how often it looks
+_GIVE_WAY_SECONDS = 0.1
+_GIVE_WAY_STEP = 0.002
 #: between a step's name and one of its parts in a step record: ``alert.ops/ops[1]``
 PART_SEPARATOR = "/"
 
@@ -100,6 +106,7 @@ class Worker:
         clock: Clock = utcnow,
         rng: random.Random | None = None,
         metrics: WorkerMetrics | None = None,
+        ingress_busy: Callable[[], bool] | None = None,
     ) -> None:
         if concurrency < 1 or lease_seconds <= 0 or poll_seconds <= 0:
             raise ValueError("concurrency, lease_seconds and poll_seconds must be positive")
@@ -116,6 +123,7 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
         self.metrics = metrics or WorkerMetrics.create()
+        self._ingress_busy = ingress_busy
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._lost: set[int] = set()
         #: events whose outcome is being written: a heartbeat that no longer finds their lease
@@ -173,6 +181,7 @@ class Worker:
         timeout: float | None = None
         if free > 0:
             await self._pace()
+            await self._give_way()
             self._wake.clear()
             try:
                 claimed = self._start(await self._claim(free))
@@ -201,6 +210,20 @@ class Worker:
             left = self._empty_at + _EMPTY_CLAIM_GAP - time.monotonic()
             if left > 0:
                 await asyncio.sleep(left)
+
+    async def _give_way(self) -> None:
+        """While this process's ingress is busy answering deliveries, hold the next claim back
+        (``serve``: the worker shares the event loop and the GIL with the acknowledgements).
+
+        At most ``_GIVE_WAY_SECONDS`` per claim, so under a flood the backlog still moves.
+        """
+        busy = self._ingress_busy
+        if busy is None or not busy():
+            return
+        self.metrics.gave_way.inc()
+        until = time.monotonic() + _GIVE_WAY_SECONDS
+        while busy() and time.monotonic() < until and not self._stop.is_set():  # noqa: ASYNC110 (a counter, polled for at most 0.1 s)
+            await asyncio.sleep(_GIVE_WAY_STEP)
 
     def _free_slots(self) -> int:
         """How many events to claim now: none until half the slots are free (a claim costs
@@ -332,9 +355,10 @@ class Worker:
         if remaining:
             item = work_item(claim)
             stateful = workflow is not None and workflow.stateful
-            state: Mapping[str, Any] = (
-                await self._store.subject_data(claim.subject) if stateful else {}
-            )
+            state: Mapping[str, Any] = {}
+            if stateful:  # read with the claim, saving a round trip per event
+                read = claim.subject_data
+                state = await self._store.subject_data(claim.subject) if read is None else read
             for step in remaining:
                 if last is not None:
                     await self._store.record_step(

@@ -7,6 +7,7 @@ process owns its metrics; both share the registry that ``/metrics`` renders.
     carehook_worker_receive_to_done_seconds{source}  from receipt to ``done``
     carehook_worker_step_seconds{outcome}            one step's run: ok, skipped, refused, error
     carehook_worker_in_flight                        events being worked on now
+    carehook_worker_gave_way_total                   claims held back for a busy ingress
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class WorkerMetrics:
     receive_to_done: Histogram
     step_seconds: Histogram
     in_flight: Gauge
+    gave_way: Counter
     #: step run time and failures by step and destination
     steps: StepMetrics | None = None
 
@@ -63,6 +65,11 @@ class WorkerMetrics:
             ),
             in_flight=Gauge(
                 "carehook_worker_in_flight", "Events the worker is working on now", registry=reg
+            ),
+            gave_way=Counter(
+                "carehook_worker_gave_way",
+                "Claims the in-process worker held back while the ingress was busy",
+                registry=reg,
             ),
             steps=StepMetrics.create(reg),
         )
