@@ -258,6 +258,53 @@ async def test_per_subject_order_holds_under_concurrency_8(store: Store, clock: 
         assert states == sorted(states)
 
 
+async def test_drain_looks_again_when_an_event_finishes_during_a_claim(
+    store: Store, clock: FakeClock
+) -> None:
+    """A claim that looked before the head of a subject finished, and returned after, must not
+    end ``drain`` with that subject's next event still waiting."""
+    first = await deliver(store, clock, "s:a", 1)
+    second = await deliver(store, clock, "s:a", 2)
+    await deliver(store, clock, "s:b", 3)
+    looked = asyncio.Event()
+    ran: list[int] = []
+    in_flight: list[Worker] = []
+
+    async def step(ctx: StepContext) -> StepResult:
+        if ctx.item.pk == first:
+            await looked.wait()  # finish only once the racing claim has looked
+        ran.append(ctx.item.pk)
+        return StepResult()
+
+    class RacingClaims:
+        """The store, with its second claim returning only after the first event is done."""
+
+        def __init__(self) -> None:
+            self.claims = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        async def claim(self, owner: str, limit: int, lease: float) -> Any:
+            self.claims += 1
+            found = await store.claim(owner, limit, lease)
+            if self.claims == 2:
+                assert found == []  # the second event waits behind the first, still running
+                looked.set()
+                for _ in range(1000):
+                    if first not in in_flight[0]._inflight:
+                        break
+                    await asyncio.sleep(0.005)
+            return found
+
+    router = Router({}, fallback=Workflow("step", (Step("step", step),)))
+    w = worker(RacingClaims(), router, clock)  # type: ignore[arg-type]
+    in_flight.append(w)
+    await asyncio.wait_for(w.drain(), 20)
+    assert second in ran
+    assert await status(store, second) == "done"
+
+
 async def test_dead_event_does_not_block_its_subject(store: Store, clock: FakeClock) -> None:
     """A dead event lets later events of its subject run (documented rule)."""
     faults = Faults(script={"s1": [PermanentError("bad note")]})
@@ -375,7 +422,7 @@ async def test_a_busy_ingress_holds_claims_back_but_never_stops_the_backlog(
     claimed_at: list[float] = []
     busy = True
 
-    async def note(ctx: StepContext) -> StepResult:  # noqa: ARG001
+    async def note(ctx: StepContext) -> StepResult:
         claimed_at.append(asyncio.get_running_loop().time())
         return StepResult()
 

@@ -169,6 +169,10 @@ class Worker:
                 free = self._free_slots()
                 claimed = len(self._start(await self._claim(free))) if free > 0 else 0
                 if not self._inflight:
+                    if self._wake.is_set():
+                        # an event finished while the claim ran, perhaps after the claim looked
+                        # at its subject: its successor may be claimable now, look once more
+                        continue
                     return
                 if claimed < free or free == 0:
                     await self._wake.wait()
