@@ -43,6 +43,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from pydantic_core import from_json
+
 from carehook.errors import Deferred, LeaseLost, PartialFailure, PermanentError, StorageError
 from carehook.inbox.port import Store
 from carehook.inbox.work import Claim, StepRecord
@@ -77,9 +79,14 @@ def work_item(claim: Claim) -> WorkItem:
     if claim.payload is None:
         raise PermanentError(f"payload of event {claim.pk} was purged (retention)")
     try:
-        payload = json.loads(claim.payload)
+        # pydantic-core's parser first (as the ingress); json.loads decides what it refuses
+        # (a lone surrogate escape, NaN), so both accept the same payloads
+        payload = from_json(claim.payload)
     except ValueError:
-        raise PermanentError(f"payload of event {claim.pk} is not JSON") from None
+        try:
+            payload = json.loads(claim.payload)
+        except ValueError:
+            raise PermanentError(f"payload of event {claim.pk} is not JSON") from None
     if not isinstance(payload, dict):
         raise PermanentError(f"payload of event {claim.pk} is not a JSON object")
     return WorkItem(
