@@ -147,6 +147,8 @@ _TRANSIENT_CODES: Final = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 _TRANSIENT_WORDS: Final = ("locked", "busy", "disk i/o", "disk is full", "readonly", "read-only")
 
 _STOP: Final = object()
+#: queued by the checkpoint thread: run a PASSIVE checkpoint on the writer's connection next
+_CHECKPOINT: Final = object()
 
 Op = tuple[int, tuple[Any, ...], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _Settled = list[tuple["asyncio.Future[Any]", Any, BaseException | None]]
@@ -187,6 +189,8 @@ class GroupCommitWriter:
         self._running = False
         #: committed transactions so far (tests prove that concurrent calls share commits)
         self.commits = 0
+        #: checkpoints the writer ran between batches (``request_checkpoint``)
+        self.checkpoints = 0
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -205,6 +209,13 @@ class GroupCommitWriter:
         fut: asyncio.Future[Any] = loop.create_future()
         self._queue.put((kind, a, b, fut, loop))
         return fut
+
+    def request_checkpoint(self) -> None:
+        """Ask for a PASSIVE checkpoint on the writer's own connection, between two batches
+        (any thread). While it runs nothing is appended to the WAL, so it can finish the
+        checkpoint thread's work and the next write restarts the WAL from its beginning."""
+        if not self._stopping:
+            self._queue.put(_CHECKPOINT)
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread and close the connection (blocking)."""
@@ -233,12 +244,15 @@ class GroupCommitWriter:
         """
         batch: list[Op] = []
         go_on = True
+        checkpoint = False
         item: Any = self._queue.get() if not self._calls else self._next_nowait()
         while item is not None:
             if item is _STOP:
                 go_on = False
                 break
-            if item[0] == CALL:
+            if item is _CHECKPOINT:
+                checkpoint = True
+            elif item[0] == CALL:
                 self._calls.append(item)
             else:
                 batch.append(item)
@@ -248,12 +262,21 @@ class GroupCommitWriter:
             item = self._next_nowait()
         if batch:
             self._commit(batch)
+        if checkpoint:
+            self._checkpoint()
         while self._calls:
             n = min(len(self._calls), self._call_cap)
             self._run_calls([self._calls.popleft() for _ in range(n)])
             if go_on:
                 break  # look at the queue again first; at stop, finish every call
         return go_on
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # the checkpoint thread asks again on its next tick
+            return
+        self.checkpoints += 1
 
     def _next_nowait(self) -> Any:
         try:
@@ -339,7 +362,7 @@ class GroupCommitWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP:
+            if item is not _STOP and item is not _CHECKPOINT:
                 _settle([item], None, StorageUnavailable("the SQLite inbox is closed"), None)
 
 
