@@ -255,6 +255,19 @@ class Figures:
         return text
 
 
+def assert_nothing_lost(
+    load: Load, acked: set[str], stored: set[str], events: list[Any], figures: Figures
+) -> None:
+    """Show the figures, then what every outage test asserts: only 200/503 answers, every
+    acknowledged event stored once and done, no step taking effect twice."""
+    figures.show()
+    assert not load.unexpected, f"answers other than 200/503: {load.unexpected[:5]}"
+    assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)[:5]}"
+    assert len(events) == len(stored), "an event was stored twice"
+    assert {e[2] for e in events} == {"done"}
+    assert figures.duplicates == 0, "a step took effect twice"
+
+
 async def wait_until(check: Callable[[], bool], what: str, seconds: float = 120) -> None:
     """Poll ``check`` until it holds."""
     deadline = time.monotonic() + seconds

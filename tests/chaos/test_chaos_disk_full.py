@@ -21,6 +21,7 @@ import pytest
 from .support_worker import (
     Figures,
     Load,
+    assert_nothing_lost,
     fill,
     pick,
     readyz,
@@ -88,11 +89,6 @@ async def test_a_full_disk_answers_503_and_recovers_when_space_returns(tmp_path:
          f"{'never' if first_200 is None else f'{first_200:.3f} s'}",
          f"/readyz while full {ready_while_full}, after recovery {ready_after}"],
     )  # fmt: skip
-    figures.show()
-    assert not load.unexpected, f"answers other than 200/503: {load.unexpected[:5]}"
-    assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)[:5]}"
-    assert len(events) == len(stored), "an event was stored twice"
-    assert {e[2] for e in events} == {"done"}
-    assert figures.duplicates == 0, "a step took effect twice"
+    assert_nothing_lost(load, acked, stored, events, figures)
     assert any(a.status == 503 for a in while_full), "the full disk was never seen"
     assert ready_after == 200

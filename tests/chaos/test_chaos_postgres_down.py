@@ -19,6 +19,7 @@ import pytest
 from .support_worker import (
     Figures,
     Load,
+    assert_nothing_lost,
     pick,
     readyz,
     seconds_summary,
@@ -94,12 +95,7 @@ async def test_postgres_down_mid_load_answers_503_and_loses_nothing(tmp_path: Pa
          f"first 200 came {_s(first_200)} after the database was back",
          f"/readyz while down {ready_while_down}, after recovery {ready_after}"],
     )  # fmt: skip
-    figures.show()
-    assert not load.unexpected, f"answers other than 200/503: {load.unexpected[:5]}"
-    assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)[:5]}"
-    assert len(events) == len(stored), "an event was stored twice"
-    assert {e[2] for e in events} == {"done"}
-    assert figures.duplicates == 0, "a step took effect twice"
+    assert_nothing_lost(load, acked, stored, events, figures)
     assert {a.status for a in inside} <= {0, 503}, "only 503 (or no answer) while down"
     assert first_503 is not None, "the outage was never seen: proved nothing"
     assert ready_while_down == 503
