@@ -21,7 +21,6 @@ genuine RFC 9421 instead (:mod:`carehook.signatures.rfc9421`): the signature mus
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from carehook.signatures._common import (
     hmac_sha256,
     parse_hex_signature,
     require_secrets,
+    sha256,
 )
 from carehook.signatures.rfc9421 import secret_key, verify_message_signature
 
@@ -52,7 +52,7 @@ SIGNATURE_INPUT = (
 
 def content_digest(body: bytes) -> str:
     """base64(sha256(body)), the value Healthie puts after ``sha-256=``."""
-    return base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return base64.b64encode(sha256(body)).decode()
 
 
 def signed_data(request: SignedRequest, digest: str) -> bytes:

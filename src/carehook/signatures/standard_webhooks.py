@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from carehook.signatures._common import (
     hmac_sha256,
     parse_unix_seconds,
     require_secrets,
+    sha256,
 )
 
 ID_HEADER = "webhook-id"
@@ -134,5 +134,5 @@ class StandardWebhooksScheme:
 
 
 def _derive_id(body: bytes) -> str:
-    digest = hashlib.sha256(body).hexdigest()
+    digest = sha256(body).hex()
     return f"msg_{digest[:26]}"
