@@ -250,6 +250,28 @@ async def test_postgres_killed_connections_are_replaced(
 
 
 @pytest.mark.postgres
+async def test_postgres_ingest_wakes_other_processes_only_for_new_handled_events(
+    keyring: KeyRing, pg_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """The one-statement ingest NOTIFYs at COMMIT: a worker in another process wakes for a new
+    handled event, not for a duplicate, an unhandled event or a bare request-log row."""
+    async with open_store(pg_url, keyring) as ingress, open_store(pg_url, keyring) as worker:
+        await worker.wait_for_work(0.05)  # listening from here on
+        await worker.wait_for_work(0.05)
+        env = make_envelope()
+        assert await ingress.accept(env, make_record(env))
+        waiter = asyncio.create_task(worker.wait_for_work(30))
+        await asyncio.wait_for(waiter, 5)  # woken, long before its 30 s
+        quiet = make_envelope(handled=False)
+        assert await ingress.accept(quiet, make_record(quiet))
+        assert not await ingress.accept(env, make_record(env))  # a duplicate
+        await ingress.log_request(make_record(env, status=401, outcome="rejected"))
+        started = asyncio.get_running_loop().time()
+        await worker.wait_for_work(0.5)
+        assert asyncio.get_running_loop().time() - started >= 0.45  # nothing woke it
+
+
+@pytest.mark.postgres
 async def test_postgres_two_processes_never_double_store_nor_deadlock(
     keyring: KeyRing, pg_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
 ) -> None:

@@ -17,7 +17,8 @@ granted (PostgreSQL makes a transaction visible before it releases its locks), s
 of one subject never run at once even when a replay or a late insert changes the head between
 two claims' snapshots. New work is announced with ``pg_notify`` at COMMIT (``wake``) and heard
 on a LISTEN connection (``wait_for_work``). Ingest is group-committed on the event loop: up to
-``flushers`` tasks each write what is queued in one transaction (``unnest`` inserts, events
+``flushers`` tasks each write what is queued as ONE statement in autocommit (:data:`_INGEST`:
+``unnest`` inserts of events and request-log rows and the NOTIFY in one round trip; events
 sorted by key so concurrent batches lock the unique index in one order). Worker writes are
 group-committed the same way (``write``: up to 64 calls per transaction, as in SQLite's writer),
 so a worker pays a fraction of a COMMIT per event.
@@ -56,28 +57,44 @@ CHANNEL: Final = "carehook_work"
 #: first key of our advisory locks ("care"), the second is the subject's hash
 _LOCK_SPACE: Final = 0x63617265
 _OUTCOME: Final = 5  # position of ``outcome`` in a request-log row
+_EVENT_COLUMNS: Final = 11  # columns of an event row
 #: worker calls sharing one transaction. Large on purpose: the calls run in threads, and more
 #: threads running statements side by side only queue for the GIL (measured: 8 per
 #: transaction is slower than 64)
 _CALL_CAP: Final = 64
 
-_INSERT_EVENTS: Final = """
-INSERT INTO events (source, vendor, event_id, type, subject, occurred_at, received_at, payload,
-                    secret_index, status, attempts, next_attempt_at)
-SELECT u.source, u.vendor, u.event_id, u.etype, u.subject, u.occurred_at, u.received_at,
-       u.payload, u.secret_index, u.status, 0, u.next_attempt_at
-FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],
-            ?::timestamptz[], ?::bytea[], ?::int4[], ?::text[], ?::timestamptz[])
-  AS u(source, vendor, event_id, etype, subject, occurred_at, received_at, payload,
-       secret_index, status, next_attempt_at)
-ON CONFLICT (source, event_id) DO NOTHING
-RETURNING source, event_id, status = 'pending'
-"""
-_INSERT_REQUESTS: Final = """
-INSERT INTO requests (source, received_at, remote_addr, size, status, outcome, cause, event_id)
-SELECT * FROM unnest(?::text[], ?::timestamptz[], ?::text[], ?::int4[], ?::int4[],
-                     ?::text[], ?::text[], ?::text[])
-"""
+#: one batch of ingest in ONE statement, run in autocommit: one round trip, so one GIL hand-off
+#: of the pool thread, where BEGIN, two INSERTs, a NOTIFY and COMMIT took five. The events go
+#: in first (``ev``); each request-log row of a batch's first delivery of a key says
+#: ``duplicate`` when its event was already stored (not RETURNING from ``ev``); ``wake``
+#: notifies the workers once (at COMMIT) when an event waits to run.
+_INGEST: Final = f"""
+WITH ev AS (
+  INSERT INTO events (source, vendor, event_id, type, subject, occurred_at, received_at, payload,
+                      secret_index, status, attempts, next_attempt_at)
+  SELECT u.source, u.vendor, u.event_id, u.etype, u.subject, u.occurred_at, u.received_at,
+         u.payload, u.secret_index, u.status, 0, u.next_attempt_at
+  FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[],
+              ?::timestamptz[], ?::bytea[], ?::int4[], ?::text[], ?::timestamptz[])
+    AS u(source, vendor, event_id, etype, subject, occurred_at, received_at, payload,
+         secret_index, status, next_attempt_at)
+  ON CONFLICT (source, event_id) DO NOTHING
+  RETURNING source, event_id, status = 'pending' AS pending
+), rq AS (
+  INSERT INTO requests (source, received_at, remote_addr, size, status, outcome, cause, event_id)
+  SELECT r.source, r.received_at, r.remote_addr, r.size, r.status,
+         CASE WHEN r.first AND NOT EXISTS (SELECT 1 FROM ev WHERE ev.source = r.source
+                                           AND ev.event_id = r.event_id)
+              THEN '{OUTCOME_DUPLICATE}' ELSE r.outcome END,
+         r.cause, r.event_id
+  FROM unnest(?::text[], ?::timestamptz[], ?::text[], ?::int4[], ?::int4[], ?::text[],
+              ?::text[], ?::text[], ?::bool[])
+    AS r(source, received_at, remote_addr, size, status, outcome, cause, event_id, first)
+), wake AS (
+  SELECT pg_notify('{CHANNEL}', '') FROM ev WHERE ev.pending LIMIT 1
+)
+SELECT ev.source, ev.event_id, (SELECT count(*) FROM wake) FROM ev
+"""  # noqa: S608 (two constants, no value)
 
 
 @functools.cache
@@ -228,6 +245,14 @@ class PostgresDialect:
             raise StorageUnavailable("the PostgreSQL inbox is not open")
         return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
 
+    async def _single(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)``, one statement, in autocommit: the statement is its transaction."""
+        threads = self._threads
+        if threads is None:
+            raise StorageUnavailable("the PostgreSQL inbox is not open")
+        run = functools.partial(self._run, fn, autocommit=True)
+        return await asyncio.get_running_loop().run_in_executor(threads, run)
+
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(tx)`` in the next calls' transaction (group commit, as on SQLite: ``fn``
         raises our errors only before it writes; a driver error retries each call alone)."""
@@ -274,7 +299,7 @@ class PostgresDialect:
             else:
                 fut.set_exception(error)
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
+    def _run(self, fn: Callable[[Any], T], autocommit: bool = False) -> T:
         if not self._slots.acquire(timeout=self._timeout):
             raise StorageUnavailable("postgres: no free connection in time")
         try:
@@ -282,19 +307,24 @@ class PostgresDialect:
                 conn = self._borrow()
                 committing = False
                 try:
+                    conn.autocommit = autocommit
                     tx = _Tx(conn)
                     result = fn(tx)
-                    if tx.notify:
-                        conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
-                    committing = True
-                    conn.commit()
+                    if not autocommit:
+                        if tx.notify:
+                            conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+                        committing = True
+                        conn.commit()
                 except BaseException as exc:
                     self._give_back(conn)
                     if isinstance(exc, CarehookError):
                         raise
                     dead = isinstance(exc, psycopg.OperationalError) and conn.broken
                     if dead and not committing and not retry:
-                        self._drop_idle()  # they died with it; COMMIT was never sent: retry
+                        # they died with it; COMMIT was never sent: retry. In autocommit the
+                        # lost statement may have committed: its retry then stores nothing new
+                        # (ON CONFLICT) and answers duplicate, the request-log rows twice
+                        self._drop_idle()
                         continue
                     raise translate(exc) from exc
                 self._give_back(conn)
@@ -357,7 +387,7 @@ class PostgresDialect:
 
     async def _commit(self, batch: list[_Op]) -> None:
         try:
-            results = await self.read(functools.partial(_insert_batch, batch))
+            results = await self._single(functools.partial(_insert_batch, batch))
         except Exception as exc:  # every future must resolve, whatever went wrong
             if isinstance(exc, StorageUnavailable) or len(batch) == 1:
                 for op in batch:
@@ -443,37 +473,34 @@ def _each(fns: list[Callable[[Any], Any]], tx: _Tx) -> list[tuple[Any, BaseExcep
 
 
 def _insert_batch(batch: list[_Op], tx: _Tx) -> list[Any]:
-    """Write a batch's events (the first delivery of each key) and request-log rows; one
-    result per operation: whether its event was new (None for a bare request-log row)."""
+    """Write a batch's events (the first delivery of each key) and request-log rows in one
+    statement; one result per operation: whether its event was new (None for a bare
+    request-log row)."""
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for op in batch:
-        if op.event is not None:
-            rows.setdefault((op.event[0], op.event[2]), op.event)
-    inserted: set[tuple[str, str]] = set()
-    wake = False
-    if rows:
-        ordered = [rows[key] for key in sorted(rows)]  # one lock order for every flusher
-        for source, event_id, pending in tx.rows(_INSERT_EVENTS, _columns(ordered)):
-            inserted.add((source, event_id))
-            wake = wake or pending
-    seen: set[tuple[str, str]] = set()
-    results: list[Any] = []
     requests: list[tuple[Any, ...]] = []
     for op in batch:
-        req = op.request
+        req, event = op.request, op.event
+        if event is None:
+            requests.append((*req, False))
+            continue
+        key = (event[0], event[2])
+        if key in rows:  # a later delivery of a key in this batch: the first one wins
+            requests.append((*req[:_OUTCOME], OUTCOME_DUPLICATE, *req[_OUTCOME + 1 :], False))
+        else:
+            rows[key] = event
+            requests.append((*req, True))
+    ordered = [rows[key] for key in sorted(rows)]  # one lock order for every flusher
+    events = _columns(ordered) if ordered else [[] for _ in range(_EVENT_COLUMNS)]
+    inserted = {(r[0], r[1]) for r in tx.rows(_INGEST, [*events, *_columns(requests)])}
+    results: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+    for op in batch:
         if op.event is None:
             results.append(None)
-        else:
-            key = (op.event[0], op.event[2])
-            new = key in inserted and key not in seen  # the first of a batch wins
-            seen.add(key)
-            results.append(new)
-            if not new:
-                req = (*req[:_OUTCOME], OUTCOME_DUPLICATE, *req[_OUTCOME + 1 :])
-        requests.append(req)
-    tx.run(_INSERT_REQUESTS, _columns(requests))
-    if wake:
-        PostgresDialect.wake(tx)
+            continue
+        key = (op.event[0], op.event[2])
+        results.append(key in inserted and key not in seen)
+        seen.add(key)
     return results
 
 
