@@ -58,8 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=100_000, help="lines in the flat-out file")
     p.add_argument("--fixed-seconds", type=float, default=30, help="each fixed-rate run")
     p.add_argument("--e2e-seconds", type=float, default=60, help="each end-to-end rate")
-    p.add_argument("--e2e-rates", default="", help="rates to try (default: 500, then 50/75/100 %%"
-                   " of (a)'s maximum)")
+    p.add_argument("--e2e-rates", default="", help="rates to try (default: 500, 750, 1000 ... in"
+                   " steps of 250/s up to (a)'s maximum; --quick: 500 and 50 %%)")
     p.add_argument("--soak-seconds", type=float, default=600, help="0 skips the soak")
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="PostgreSQL admin URL for (b) (a fresh database is made and dropped)")
@@ -181,8 +181,10 @@ class Bench:
     def end_to_end(self, a_max: float) -> list[dict[str, Any]]:
         """Receive -> done at each rate of the ladder; stops after the first unsustained one."""
         given = [float(x) for x in self.args.e2e_rates.split(",") if x.strip()]
-        steps = (0.5,) if self.args.quick else (0.5, 0.75, 1.0)
-        ladder = given or sorted({500.0, *(float(round(a_max * f)) for f in steps)})
+        if self.args.quick:
+            ladder = given or sorted({500.0, float(round(a_max / 2))})
+        else:  # 250/s steps from 500: the figure is the last rate sustained, so keep it fine
+            ladder = given or [float(r) for r in range(500, max(501, int(a_max) + 1), 250)]
         out = []
         for rate in ladder:
             row = self.paced("a", rate, self.args.e2e_seconds, after=_drain_and_latency)
