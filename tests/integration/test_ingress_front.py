@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,12 @@ def test_405_and_bad_paths_leave_rows(gateway: Gateway) -> None:
 
 @pytest.fixture
 def capped(tmp_path: Path, storage_url: str) -> Iterator[Gateway]:
-    """A gateway writing at most 3 rejected rows per source per minute."""
+    """A gateway writing at most 3 rejected rows per source per minute; its clock stays in the
+    middle of one minute (a test running across a minute's end would get a second budget)."""
     extra = NO_WORKER + "[server]\nrejected_log_per_minute = 3\n"
-    yield from start_gateway(write_config(tmp_path / "carehook.toml", storage_url, extra))
+    pinned = time.time() // 60 * 60 + 30  # within 30 s of now: signatures stay in tolerance
+    yield from start_gateway(write_config(tmp_path / "carehook.toml", storage_url, extra),
+                             clock=lambda: pinned)
 
 
 def test_rejected_rows_are_capped_per_source_and_counted(capped: Gateway) -> None:
