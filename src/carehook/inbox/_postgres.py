@@ -19,9 +19,10 @@ two claims' snapshots. New work is announced with ``pg_notify`` at COMMIT (``wak
 on a LISTEN connection (``wait_for_work``). Ingest is group-committed on the event loop: up to
 ``flushers`` tasks each write what is queued as ONE statement in autocommit (:data:`_INGEST`:
 ``unnest`` inserts of events and request-log rows and the NOTIFY in one round trip; events
-sorted by key so concurrent batches lock the unique index in one order). Worker writes are
-group-committed the same way (``write``: up to 64 calls per transaction, as in SQLite's writer),
-so a worker pays a fraction of a COMMIT per event.
+sorted by key so concurrent batches lock the unique index in one order), each on an async
+connection of its own, on the event loop: no pool thread, so no GIL hand-off per batch.
+Worker writes are group-committed the same way (``write``: up to 64 calls per transaction, as
+in SQLite's writer), so a worker pays a fraction of a COMMIT per event.
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ _EVENT_COLUMNS: Final = 11  # columns of an event row
 #: transaction is slower than 64)
 _CALL_CAP: Final = 64
 
-#: one batch of ingest in ONE statement, run in autocommit: one round trip, so one GIL hand-off
-#: of the pool thread, where BEGIN, two INSERTs, a NOTIFY and COMMIT took five. The events go
-#: in first (``ev``); each request-log row of a batch's first delivery of a key says
-#: ``duplicate`` when its event was already stored (not RETURNING from ``ev``); ``wake``
-#: notifies the workers once (at COMMIT) when an event waits to run.
+#: one batch of ingest in ONE statement, run in autocommit: one round trip where BEGIN, two
+#: INSERTs, a NOTIFY and COMMIT took five. The events go in first (``ev``); each request-log
+#: row of a batch's first delivery of a key says ``duplicate`` when its event was already
+#: stored (not RETURNING from ``ev``); ``wake`` notifies the workers once (at COMMIT) when an
+#: event waits to run.
 _INGEST: Final = f"""
 WITH ev AS (
   INSERT INTO events (source, vendor, event_id, type, subject, occurred_at, received_at, payload,
@@ -245,14 +246,6 @@ class PostgresDialect:
             raise StorageUnavailable("the PostgreSQL inbox is not open")
         return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
 
-    async def _single(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(tx)``, one statement, in autocommit: the statement is its transaction."""
-        threads = self._threads
-        if threads is None:
-            raise StorageUnavailable("the PostgreSQL inbox is not open")
-        run = functools.partial(self._run, fn, autocommit=True)
-        return await asyncio.get_running_loop().run_in_executor(threads, run)
-
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(tx)`` in the next calls' transaction (group commit, as on SQLite: ``fn``
         raises our errors only before it writes; a driver error retries each call alone)."""
@@ -299,7 +292,7 @@ class PostgresDialect:
             else:
                 fut.set_exception(error)
 
-    def _run(self, fn: Callable[[Any], T], autocommit: bool = False) -> T:
+    def _run(self, fn: Callable[[Any], T]) -> T:
         if not self._slots.acquire(timeout=self._timeout):
             raise StorageUnavailable("postgres: no free connection in time")
         try:
@@ -307,24 +300,19 @@ class PostgresDialect:
                 conn = self._borrow()
                 committing = False
                 try:
-                    conn.autocommit = autocommit
                     tx = _Tx(conn)
                     result = fn(tx)
-                    if not autocommit:
-                        if tx.notify:
-                            conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
-                        committing = True
-                        conn.commit()
+                    if tx.notify:
+                        conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+                    committing = True
+                    conn.commit()
                 except BaseException as exc:
                     self._give_back(conn)
                     if isinstance(exc, CarehookError):
                         raise
                     dead = isinstance(exc, psycopg.OperationalError) and conn.broken
                     if dead and not committing and not retry:
-                        # they died with it; COMMIT was never sent: retry. In autocommit the
-                        # lost statement may have committed: its retry then stores nothing new
-                        # (ON CONFLICT) and answers duplicate, the request-log rows twice
-                        self._drop_idle()
+                        self._drop_idle()  # they died with it; COMMIT was never sent: retry
                         continue
                     raise translate(exc) from exc
                 self._give_back(conn)
@@ -372,22 +360,29 @@ class PostgresDialect:
         return await fut
 
     async def _flusher(self) -> None:
-        """Take everything queued (up to the cap) and commit it as one transaction, forever."""
+        """Take everything queued (up to the cap) and commit it as one statement, forever, on
+        a connection of this task's own, on the event loop (no pool thread: no GIL hand-off)."""
         assert self._queue is not None
         queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < self._batch_cap and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
-
-    async def _commit(self, batch: list[_Op]) -> None:
+        own = _Own()
         try:
-            results = await self._single(functools.partial(_insert_batch, batch))
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < self._batch_cap and not queue.empty():
+                    batch.append(queue.get_nowait())
+                try:
+                    await self._commit(batch, own)
+                finally:
+                    for _ in batch:
+                        queue.task_done()
+        finally:
+            if own.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await own.conn.close()
+
+    async def _commit(self, batch: list[_Op], own: _Own) -> None:
+        try:
+            results = await self._ingest(batch, own)
         except Exception as exc:  # every future must resolve, whatever went wrong
             if isinstance(exc, StorageUnavailable) or len(batch) == 1:
                 for op in batch:
@@ -395,12 +390,37 @@ class PostgresDialect:
                         op.future.set_exception(type(exc)(*exc.args))
             else:
                 for op in batch:  # isolate the one bad operation from its neighbours
-                    await self._commit([op])
+                    await self._commit([op], own)
             return
         self.commits += 1
         for op, result in zip(batch, results, strict=True):
             if not op.future.done():  # a cancelled caller's row is committed all the same
                 op.future.set_result(result)
+
+    async def _ingest(self, batch: list[_Op], own: _Own) -> list[Any]:
+        """Run :data:`_INGEST` for ``batch`` in autocommit on ``own``'s connection (connected
+        on the spot: refused at once while the server is down). A connection found dead is
+        replaced and the statement sent once more: in autocommit the lost one may have
+        committed, and then its retry stores nothing new (ON CONFLICT) and answers duplicate,
+        the request-log rows twice."""
+        params, keys = _ingest_params(batch)
+        for retry in (False, True):
+            conn = own.conn
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = own.conn = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
+                cur = await conn.execute(_pg(_INGEST), params)
+                inserted = {(r[0], r[1]) for r in await cur.fetchall()}
+            except (psycopg.Error, OSError) as exc:
+                dead = conn is not None and conn.broken
+                if dead and not retry:
+                    own.conn = None
+                    continue
+                raise translate(exc) from exc
+            return _ingest_results(keys, inserted)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- what differs from SQLite ------------------------------------------------------------
 
@@ -472,18 +492,20 @@ def _each(fns: list[Callable[[Any], Any]], tx: _Tx) -> list[tuple[Any, BaseExcep
     return out
 
 
-def _insert_batch(batch: list[_Op], tx: _Tx) -> list[Any]:
-    """Write a batch's events (the first delivery of each key) and request-log rows in one
-    statement; one result per operation: whether its event was new (None for a bare
-    request-log row)."""
+def _ingest_params(batch: list[_Op]) -> tuple[list[Any], list[tuple[str, str] | None]]:
+    """:data:`_INGEST`'s parameters for ``batch`` (the first delivery of each key is a
+    candidate; a later one of the same batch is a duplicate already), and each operation's key."""
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
     requests: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, str] | None] = []
     for op in batch:
         req, event = op.request, op.event
         if event is None:
             requests.append((*req, False))
+            keys.append(None)
             continue
         key = (event[0], event[2])
+        keys.append(key)
         if key in rows:  # a later delivery of a key in this batch: the first one wins
             requests.append((*req[:_OUTCOME], OUTCOME_DUPLICATE, *req[_OUTCOME + 1 :], False))
         else:
@@ -491,17 +513,29 @@ def _insert_batch(batch: list[_Op], tx: _Tx) -> list[Any]:
             requests.append((*req, True))
     ordered = [rows[key] for key in sorted(rows)]  # one lock order for every flusher
     events = _columns(ordered) if ordered else [[] for _ in range(_EVENT_COLUMNS)]
-    inserted = {(r[0], r[1]) for r in tx.rows(_INGEST, [*events, *_columns(requests)])}
+    return [*events, *_columns(requests)], keys
+
+
+def _ingest_results(
+    keys: list[tuple[str, str] | None], inserted: set[tuple[str, str]]
+) -> list[Any]:
+    """One result per operation: whether its event was new (None for a bare request-log row)."""
     results: list[Any] = []
     seen: set[tuple[str, str]] = set()
-    for op in batch:
-        if op.event is None:
+    for key in keys:
+        if key is None:
             results.append(None)
             continue
-        key = (op.event[0], op.event[2])
         results.append(key in inserted and key not in seen)
         seen.add(key)
     return results
+
+
+@dataclass(slots=True)
+class _Own:
+    """An ingest flusher's own connection (None until the first batch, or after it died)."""
+
+    conn: psycopg.AsyncConnection[Any] | None = None
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
