@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +68,12 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-def start_gateway(config: Path, clock: Callable[[], float] | None = None) -> Iterator[Gateway]:
+def start_gateway(config: Path, clock: Callable[[], float] = time.time) -> Iterator[Gateway]:
     """Run the app of ``config`` under uvicorn on a free port until the generator is closed
-    (``clock``: the ingress's, instead of ``time.time``)."""
+    (``clock``: the ingress's)."""
     settings = load_settings(config)
     components = build_components(settings)
-    app = build_app(components) if clock is None else build_app(components, clock)
+    app = build_app(components, clock)
     config = server_config(app, "127.0.0.1", free_port(), settings.server, components.metrics)
     with serve_config(config) as url:
         yield Gateway(url, settings, config)
