@@ -100,7 +100,7 @@ def serve(
     """
     import uvicorn
 
-    from carehook.bootstrap import build_app, build_components, server_config
+    from carehook.bootstrap import build_app, build_components, server_config, settle_heap
     from carehook.configfile import write_default_config
     from carehook.observability import configure_logging, get_logger
 
@@ -120,6 +120,7 @@ def serve(
         "serve.starting", host=bind_host, port=bind_port, config=str(path),
         storage=settings.storage_url.split(":", 1)[0],
     )  # fmt: skip
+    settle_heap()
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown, which stops the worker gracefully
     uvicorn.Server(server_config(gateway, bind_host, bind_port, settings.server,
                                  components.metrics)).run()  # fmt: skip
@@ -138,7 +139,7 @@ def worker_cmd(
     """
     import signal
 
-    from carehook.bootstrap import build_components, run_worker
+    from carehook.bootstrap import build_components, run_worker, settle_heap
     from carehook.observability import configure_logging
 
     settings = settings_of(config)
@@ -152,6 +153,7 @@ def worker_cmd(
             loop.add_signal_handler(sig, stop.set)
         await run_worker(components, stop, concurrency=concurrency)
 
+    settle_heap()
     run(go())
 
 
