@@ -37,6 +37,7 @@ import psycopg  # noqa: E402
 import targets as t  # noqa: E402
 
 from carehook.crypto import new_key_spec  # noqa: E402
+from carehook.settings import WorkerSettings  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PORTS = range(8400, 8500)  # this demo's manual-run port range
@@ -192,7 +193,8 @@ def run_demo(args: argparse.Namespace) -> list[str]:
     script.write_text(h.LUA)
     lines = [f"scale demo, {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {_machine()}",
              "topology: PostgreSQL + nginx -> 2 x `carehook serve --no-worker`, "
-             f"{args.workers} x `carehook worker` (concurrency 8 each), all on loopback"]
+             f"{args.workers} x `carehook worker` (concurrency "
+             f"{WorkerSettings().concurrency} each), all on loopback"]
     try:
         url = topo.start()
         lines.append(_paced(url, script, pg_url, secret, work, args))

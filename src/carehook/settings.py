@@ -122,8 +122,11 @@ class WorkerSettings(BaseModel):
 
     #: whether ``carehook serve`` runs a worker in-process (``carehook worker`` always does)
     enabled: bool = True
-    #: events processed at once per process (different subjects; one subject is never parallel)
-    concurrency: int = Field(default=8, ge=1, le=1024)
+    #: events processed at once per process (different subjects; one subject is never parallel).
+    #: Most of an event's time is waiting (for the store's commits, for the EHR): at 8, ``serve``
+    #: fell behind from about 1,100 events/s with CPU to spare; at 32 it kept up at 1,900/s
+    #: (``bench/ingest.py``'s paced run, as ``bench/worker.py`` has always run its workers)
+    concurrency: int = Field(default=32, ge=1, le=1024)
     #: ``serve``'s in-process worker holds back new claims while this many webhook requests
     #: are being answered in the same process (acknowledgements first; 0: never holds back)
     ingress_priority_at: int = Field(default=16, ge=0)

@@ -59,7 +59,7 @@ def test_worker_settings_defaults() -> None:
     """[worker] and the per-source retry settings default to the documented values."""
     settings = Settings(sources={"a": {"vendor": "abridge"}})  # type: ignore[dict-item]
     w, src = settings.worker, settings.sources["a"]
-    assert (w.enabled, w.concurrency, w.lease_seconds, w.poll_seconds) == (True, 8, 30.0, 1.0)
+    assert (w.enabled, w.concurrency, w.lease_seconds, w.poll_seconds) == (True, 32, 30.0, 1.0)
     assert (w.shutdown_grace_seconds, w.dedup_days, w.purge_interval_seconds) == (10, 30, 3600)
     assert (src.retry_base_seconds, src.retry_cap_seconds, src.max_attempts) == (5, 3600, 12)
 

@@ -105,7 +105,7 @@ class Worker:
         router: Router,
         policies: PolicyFor,
         *,
-        concurrency: int = 8,
+        concurrency: int = 32,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         shutdown_grace_seconds: float = 10.0,
