@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--e2e-rates", default="", help="rates to try (default: 500, 750, 1000 ... in"
                    " steps of 250/s up to (a)'s maximum; --quick: 500 and 50 %%)")
     p.add_argument("--soak-seconds", type=float, default=600, help="0 skips the soak")
+    p.add_argument("--paced", type=float, default=0, metavar="RATE",
+                   help="only one paced run of (a) at RATE/s for --fixed-seconds, then receive"
+                   " -> done; prints one line, saves nothing (for A/B runs of a change)")
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="PostgreSQL admin URL for (b) (a fresh database is made and dropped)")
     args = p.parse_args()
@@ -352,6 +355,15 @@ def main() -> None:
         keys.remove("b")
     bench = Bench(args)
     print(f"ingest benchmark: {bench.results['machine']}", flush=True)
+    if args.paced:
+        try:
+            row = bench.paced("a", args.paced, args.fixed_seconds, after=_drain_and_latency)
+        finally:
+            shutil.rmtree(bench.work, ignore_errors=True)
+        print(_paced_line("a", row) + f"\n  receive->done p50 {row.get('e2e_p50_ms', 0):.0f} ms"
+              f" p99 {row.get('e2e_p99_ms', 0):.0f} ms over {row.get('e2e_events', 0)} events",
+              flush=True)
+        return
     try:
         res = bench.results
         print("1. flat out", flush=True)
