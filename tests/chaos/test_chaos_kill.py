@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import sqlite3
@@ -58,12 +59,22 @@ async def _chaos(procs: list[Proc], restart: Callable[[int], Awaitable[Proc]],
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(0.3, 2.0))
-        victims = victims or rng.sample(range(len(procs)), len(procs))
+        victims = victims or _round(procs, rng)
         i = victims.pop()
         kills["unfinished_events_at_kills"] += probe()
         procs[i].kill()
         kills[procs[i].args[0]] += 1
         procs[i] = await restart(i)
+
+
+def _round(procs: list[Proc], rng: random.Random) -> list[int]:
+    """One round of victims (popped from the end): every process once, in a random order whose
+    kinds alternate (serve, worker, serve ...), so that a short run still kills every kind."""
+    kinds: dict[str, list[int]] = {}
+    for i in rng.sample(range(len(procs)), len(procs)):
+        kinds.setdefault(procs[i].args[0], []).append(i)
+    order = [i for group in itertools.zip_longest(*kinds.values()) for i in group if i is not None]
+    return order[::-1]
 
 
 async def _run(vendor: Vendor, count: int, procs: list[Proc],
