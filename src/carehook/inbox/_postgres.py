@@ -103,6 +103,13 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+#: :data:`_INGEST` for psycopg, its arrays sent in binary (``%b``). In text format psycopg
+#: quotes and escapes every element in Python, each payload as hex: measured 59 to 74 µs of
+#: client CPU per event in batches of 32, against 11 to 16 µs in binary (and half the wall
+#: time per batch), which made the array dumper the top frame of ``serve`` on PostgreSQL.
+_INGEST_BINARY: Final = _pg(_INGEST).replace("%s", "%b")
+
+
 class _Tx:
     """The shared statements' view of a psycopg connection; ``notify``: send one NOTIFY
     before COMMIT (however many calls of the transaction asked for it)."""
@@ -411,7 +418,7 @@ class PostgresDialect:
                     conn = own.conn = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True
                     )
-                cur = await conn.execute(_pg(_INGEST), params)
+                cur = await conn.execute(_INGEST_BINARY, params)
                 inserted = {(r[0], r[1]) for r in await cur.fetchall()}
             except (psycopg.Error, OSError) as exc:
                 dead = conn is not None and conn.broken
