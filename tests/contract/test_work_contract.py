@@ -4,17 +4,23 @@ store on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from carehook.envelope import Envelope, RequestRecord
-from carehook.errors import LeaseLost
+from carehook.errors import LeaseLost, StorageError
+from carehook.inbox._sqlite import SqliteDialect
 from carehook.inbox.port import EventFilter, Store
-from carehook.inbox.work import ACTION_REPLAY, ReplayFilter
+from carehook.inbox.store import SqlStore
+from carehook.inbox.work import ACTION_REPLAY, ReplayFilter, StepRecord
 from carehook.workflows import TimelineEntry
 
 from .conftest import NOW, Clock
@@ -512,3 +518,68 @@ async def test_racing_workers_never_run_one_subject_twice_at_once(
     assert sorted(claimed) == sorted(e for ids in order.values() for e in ids)  # each once
     assert finished == order
     assert await feeder.list_events(EventFilter(status="processing")) == []
+
+
+# --- a refused write among others -------------------------------------------------------------
+
+_CANARY = "canary-7f3e9b"
+_REFUSED = "abridge:session:refused"
+
+
+def _refuse_timeline_rows_of(store: Store, subject: str) -> None:
+    """A trigger makes the database refuse a timeline row of ``subject``, quoting a canary."""
+    assert isinstance(store, SqlStore)
+    if isinstance(store.dialect, SqliteDialect):
+        with contextlib.closing(sqlite3.connect(store.dialect.path)) as conn:
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON timeline WHEN NEW.subject = '{subject}'"
+                f" BEGIN SELECT RAISE(ABORT, '{_CANARY} {subject}'); END"
+            )
+            conn.commit()
+        return
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.subject = '{subject}' THEN RAISE EXCEPTION '{_CANARY} %', NEW.subject;"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON timeline FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+
+
+async def test_a_write_the_database_refuses_fails_alone_and_quotes_nothing(
+    work_store: Store, feed: Feed, caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A completion whose timeline row the database refuses (a statement whose result nobody
+    reads, so on PostgreSQL its error arrives with a later statement's answer) fails with
+    StorageError; the completions sharing its transaction still commit; it leaves nothing
+    behind (its event still runs under its lease, no step, no timeline row); and neither the
+    log nor the error quotes the database's message."""
+    subjects = ["abridge:session:ok1", _REFUSED, "abridge:session:ok2", "abridge:session:ok3"]
+    pks = [await feed(subject=s) for s in subjects]
+    assert sorted(await _claimed(work_store)) == sorted(pks)
+    _refuse_timeline_rows_of(work_store, _REFUSED)
+
+    def step(subject: str) -> StepRecord:
+        return StepRecord("note", "ok", "filed", TimelineEntry(subject, "filed", "note filed"))
+
+    with caplog.at_level(logging.DEBUG):
+        results = await asyncio.gather(
+            *(work_store.complete(pk, "h:1:a", step(s)) for pk, s in zip(pks, subjects, strict=True)),
+            return_exceptions=True,
+        )  # fmt: skip
+
+    refused = subjects.index(_REFUSED)
+    assert type(results[refused]) is StorageError
+    assert _CANARY not in str(results[refused])
+    assert [r for i, r in enumerate(results) if i != refused] == [None] * 3
+    assert [await _status(work_store, pk) for pk in pks] == [
+        "processing" if i == refused else "done" for i in range(len(pks))
+    ]
+    assert await work_store.list_steps(pks[refused]) == []
+    assert await work_store.timeline(_REFUSED) == []
+    assert [len(await work_store.timeline(s)) for s in subjects if s != _REFUSED] == [1, 1, 1]
+    out, err = capfd.readouterr()
+    assert _CANARY not in caplog.text + out + err

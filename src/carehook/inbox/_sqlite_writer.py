@@ -166,8 +166,10 @@ def translate(exc: BaseException) -> StorageError:
             word in str(exc).lower() for word in _TRANSIENT_WORDS
         )
     cls = StorageUnavailable if transient else StorageError
+    # the result code's name, never the driver's message: a trigger's or an extension's
+    # message may quote a value (PostgreSQL's translate keeps only the SQLSTATE, likewise)
     name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    return cls(f"sqlite: {name}: {exc}")
+    return cls(f"sqlite: {name}")
 
 
 class GroupCommitWriter:
