@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import stat
@@ -334,3 +335,29 @@ async def test_sqlite_ingest_commits_before_queued_worker_writes(
         await asyncio.gather(*calls, acked)
         # at most the call the writer was blocked on and one transaction of calls come first
         assert order.index("ack") <= 1 + 32
+
+
+@pytest.mark.postgres
+async def test_postgres_a_worker_transaction_that_fails_in_pipeline_mode_logs_nothing(
+    keyring: KeyRing, pg_url: str, caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Worker writes run in pipeline mode: a statement sent without reading its answer fails
+    on the server while the call raises for another reason. Ending pipeline mode then meets
+    the server's error, whose message quotes the value; psycopg would log it as a warning if
+    that happened while the call's exception was on its way out. The caller gets a
+    StorageError naming neither, and nothing is logged; the connection is usable after."""
+    canary = "canary-4d1c07"
+
+    def bad(tx: Any) -> None:
+        tx.send("INSERT INTO probe (id, at) VALUES (1, ?)", [canary])  # not a timestamp
+        raise RuntimeError("a bug after the statement went out")
+
+    async with open_store(pg_url, keyring) as inbox:
+        with caplog.at_level(logging.DEBUG):
+            with pytest.raises(StorageError) as refused:
+                await inbox.dialect.write(bad)
+            assert await inbox.dialect.write(lambda tx: tx.row("SELECT 2")) == (2,)
+    assert canary not in str(refused.value)
+    out, err = capfd.readouterr()
+    assert canary not in caplog.text + out + err

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 from psycopg import conninfo as pq_conninfo
@@ -111,14 +111,24 @@ _INGEST_BINARY: Final = _pg(_INGEST).replace("%s", "%b")
 
 
 class _Tx:
-    """The shared statements' view of a psycopg connection; ``notify``: send one NOTIFY
-    before COMMIT (however many calls of the transaction asked for it)."""
+    """The shared statements' view of a psycopg connection and one transaction's state;
+    ``notify``: send one NOTIFY before COMMIT (however many calls of the transaction asked).
 
-    __slots__ = ("conn", "notify")
+    In a worker transaction the connection is in pipeline mode (``pipeline``): a statement is
+    sent without waiting for its answer, and the answers are read when a caller needs one
+    (``rows``, ``row``, ``run``'s count) or at COMMIT. So the statements whose results nobody
+    reads (``send``) cost no round trip of their own.
+    """
+
+    __slots__ = ("committing", "conn", "notify", "pipeline")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.notify = False
+        #: in pipeline mode (a worker transaction)
+        self.pipeline: psycopg.Pipeline | None = None
+        #: COMMIT is on its way: a lost connection may have committed, so no retry
+        self.committing = False
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.conn.execute(_pg(sql), params).fetchall()
@@ -127,7 +137,13 @@ class _Tx:
         return self.conn.execute(_pg(sql), params).fetchone()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(_pg(sql), params).rowcount
+        cur = self.conn.execute(_pg(sql), params)
+        if self.pipeline is not None:
+            self.pipeline.sync()  # the count is known once the answer is in
+        return cur.rowcount
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(_pg(sql), params)
 
     def many(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
         with self.conn.cursor() as cur:
@@ -253,6 +269,14 @@ class PostgresDialect:
             raise StorageUnavailable("the PostgreSQL inbox is not open")
         return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
 
+    async def _pipelined(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)`` in a transaction of its own in pipeline mode (the worker's calls)."""
+        threads = self._threads
+        if threads is None:
+            raise StorageUnavailable("the PostgreSQL inbox is not open")
+        run = functools.partial(self._run, fn, pipelined=True)
+        return await asyncio.get_running_loop().run_in_executor(threads, run)
+
     async def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(tx)`` in the next calls' transaction (group commit, as on SQLite: ``fn``
         raises our errors only before it writes; a driver error retries each call alone)."""
@@ -281,7 +305,7 @@ class PostgresDialect:
         self, batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]]
     ) -> None:
         try:
-            outcomes = await self.read(functools.partial(_each, [fn for fn, _ in batch]))
+            outcomes = await self._pipelined(functools.partial(_each, [fn for fn, _ in batch]))
         except Exception as exc:  # every future must resolve, whatever went wrong
             if isinstance(exc, StorageUnavailable) or len(batch) == 1:
                 for _fn, fut in batch:
@@ -299,26 +323,21 @@ class PostgresDialect:
             else:
                 fut.set_exception(error)
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
+    def _run(self, fn: Callable[[Any], T], *, pipelined: bool = False) -> T:
         if not self._slots.acquire(timeout=self._timeout):
             raise StorageUnavailable("postgres: no free connection in time")
         try:
             for retry in (False, True):
                 conn = self._borrow()
-                committing = False
+                tx = _Tx(conn)
                 try:
-                    tx = _Tx(conn)
-                    result = fn(tx)
-                    if tx.notify:
-                        conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
-                    committing = True
-                    conn.commit()
+                    result = _transaction(tx, fn, pipelined)
                 except BaseException as exc:
                     self._give_back(conn)
                     if isinstance(exc, CarehookError):
                         raise
                     dead = isinstance(exc, psycopg.OperationalError) and conn.broken
-                    if dead and not committing and not retry:
+                    if dead and not tx.committing and not retry:
                         self._drop_idle()  # they died with it; COMMIT was never sent: retry
                         continue
                     raise translate(exc) from exc
@@ -486,6 +505,37 @@ class PostgresDialect:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+_NOTIFY: Final = f"SELECT pg_notify('{CHANNEL}', '')"
+
+
+def _transaction(tx: _Tx, fn: Callable[[Any], T], pipelined: bool) -> T:
+    """``fn(tx)``, the NOTIFY it asked for, COMMIT; ``tx.committing`` once COMMIT is on its way.
+
+    ``pipelined``: with the connection in pipeline mode (see :class:`_Tx`). A failure inside
+    is raised only after pipeline mode has ended: psycopg logs, as a warning quoting the
+    server's message (which may quote a value), an error ending pipeline mode while another
+    one is on its way out of the block, so no error ever leaves the block.
+    """
+    conn = tx.conn
+    failure: BaseException | None = None
+    result: Any = None
+    try:
+        with conn.pipeline() if pipelined else contextlib.nullcontext() as tx.pipeline:
+            try:
+                result = fn(tx)
+                if tx.notify:
+                    tx.send(_NOTIFY)
+                tx.committing = True
+                conn.commit()
+            except BaseException as exc:  # raised below, once pipeline mode has ended
+                failure = exc
+    except psycopg.Error as exc:  # ending pipeline mode failed: the same failure, or a later
+        failure = failure or exc
+    if failure is not None:
+        raise failure
+    return cast(T, result)
 
 
 def _each(fns: list[Callable[[Any], Any]], tx: _Tx) -> list[tuple[Any, BaseException | None]]:

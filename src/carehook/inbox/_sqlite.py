@@ -88,6 +88,9 @@ class _Tx:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.conn.execute(sql, _db(params)).rowcount
 
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql, _db(params))
+
     def many(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
         self.conn.executemany(sql, [_db(p) for p in seq])
 

@@ -211,7 +211,7 @@ class SqlStore:
             return [], 0
         pks = [r[0] for r in rows]
         # an attempt still open is one whose worker died with the lease: it expired
-        tx.run(q.ids(q.EXPIRE_ATTEMPTS, len(pks)), [now, *pks])
+        tx.send(q.ids(q.EXPIRE_ATTEMPTS, len(pks)), [now, *pks])
         tx.many(q.OPEN_ATTEMPT, [(r[0], r[6], now) for r in rows])
         finished: dict[int, set[str]] = {}
         for pk, name in tx.rows(q.ids(q.FINISHED_STEPS, len(pks)), pks):
@@ -310,13 +310,13 @@ class SqlStore:
             return  # already recorded: its effects were committed with it
         if s.timeline is not None:
             t = s.timeline
-            tx.run(q.INSERT_TIMELINE, [t.subject, pk, type_, t.state, t.detail, now])
-            tx.run(q.UPSERT_STATE, [t.subject, t.state, now])
+            tx.send(q.INSERT_TIMELINE, [t.subject, pk, type_, t.state, t.detail, now])
+            tx.send(q.UPSERT_STATE, [t.subject, t.state, now])
         if s.data is not None:
-            tx.run(q.UPSERT_DATA, [subject, now, c.seal_data(self._keyring, subject, s.data)])
+            tx.send(q.UPSERT_DATA, [subject, now, c.seal_data(self._keyring, subject, s.data)])
         if s.review is not None:
             r = s.review
-            tx.run(q.INSERT_REVIEW, [source, subject, pk, r.kind, r.severity, r.summary,
+            tx.send(q.INSERT_REVIEW, [source, subject, pk, r.kind, r.severity, r.summary,
                                      r.dedup_key, now])  # fmt: skip
 
     async def _finish(
@@ -333,7 +333,7 @@ class SqlStore:
                 raise LeaseLost(pk)
             if step is not None:
                 self._step_tx(tx, pk, held, now, step)
-            tx.run(q.CLOSE_ATTEMPT, [now, *attempt, pk])
+            tx.send(q.CLOSE_ATTEMPT, [now, *attempt, pk])
             notify = wake or tx.row(self._q.waiting_behind, [held[0], pk]) is not None
             if notify:
                 self._d.wake(tx)
