@@ -264,19 +264,13 @@ class PostgresDialect:
 
     # -- running statements ------------------------------------------------------------------
 
-    async def read(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(tx)`` in a transaction of its own on a pooled connection."""
+    async def read(self, fn: Callable[[Any], T], *, pipelined: bool = False) -> T:
+        """Run ``fn(tx)`` in a transaction of its own on a pooled connection (``pipelined``:
+        in pipeline mode, as the worker's calls are)."""
         threads = self._threads
         if threads is None:
             raise StorageUnavailable("the PostgreSQL inbox is not open")
-        return await asyncio.get_running_loop().run_in_executor(threads, self._run, fn)
-
-    async def _pipelined(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(tx)`` in a transaction of its own in pipeline mode (the worker's calls)."""
-        threads = self._threads
-        if threads is None:
-            raise StorageUnavailable("the PostgreSQL inbox is not open")
-        run = functools.partial(self._run, fn, pipelined=True)
+        run = functools.partial(self._run, fn, pipelined=pipelined)
         return await asyncio.get_running_loop().run_in_executor(threads, run)
 
     async def write(self, fn: Callable[[Any], T]) -> T:
@@ -307,7 +301,8 @@ class PostgresDialect:
         self, batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]]
     ) -> None:
         try:
-            outcomes = await self._pipelined(functools.partial(_each, [fn for fn, _ in batch]))
+            calls = functools.partial(_each, [fn for fn, _ in batch])
+            outcomes = await self.read(calls, pipelined=True)
         except Exception as exc:  # every future must resolve, whatever went wrong
             if isinstance(exc, StorageUnavailable) or len(batch) == 1:
                 for _fn, fut in batch:
