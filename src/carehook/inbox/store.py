@@ -5,11 +5,14 @@ retries, deferrals, replay, purge) is here, once, as shared statements (:mod:`._
 transactions by a dialect (``_sqlite.SqliteDialect``: one writer thread with group commit;
 ``_postgres.PostgresDialect``: pooled connections, ``FOR UPDATE SKIP LOCKED``, advisory locks,
 LISTEN/NOTIFY). A transaction is a plain function of a ``tx`` (``rows``/``row``/``run``/
-``many``); a function that raises one of our errors (``LeaseLost``) does so before it writes
-(on SQLite its neighbours in the writer's transaction still commit).
+``send``/``many``; ``send`` for a statement whose result is not read, which PostgreSQL's
+pipeline mode sends along with the next one that is); a function that raises one of our errors
+(``LeaseLost``) does so before it writes (its neighbours in the transaction still commit).
 
 Round trips, per batch of claims: the candidates, one UPDATE, the attempts and the finished
-steps, one commit. Per event: ``complete`` records the last step with it, one commit.
+steps, one commit. Per event: ``complete`` records the last step with it (on PostgreSQL three
+round trips: the fenced UPDATE, the step, "is a later event waiting", the rest sent along),
+one commit.
 Timestamps are aware UTC datetimes everywhere; the dialect stores them its way.
 """
 
@@ -317,7 +320,7 @@ class SqlStore:
         if s.review is not None:
             r = s.review
             tx.send(q.INSERT_REVIEW, [source, subject, pk, r.kind, r.severity, r.summary,
-                                     r.dedup_key, now])  # fmt: skip
+                                      r.dedup_key, now])  # fmt: skip
 
     async def _finish(
         self, pk: int, sql: str, params: list[Any], attempt: tuple[Any, ...], *,
