@@ -565,11 +565,11 @@ async def test_a_write_the_database_refuses_fails_alone_and_quotes_nothing(
     def step(subject: str) -> StepRecord:
         return StepRecord("note", "ok", "filed", TimelineEntry(subject, "filed", "note filed"))
 
+    completions = [
+        work_store.complete(pk, "h:1:a", step(s)) for pk, s in zip(pks, subjects, strict=True)
+    ]
     with caplog.at_level(logging.DEBUG):
-        results = await asyncio.gather(
-            *(work_store.complete(pk, "h:1:a", step(s)) for pk, s in zip(pks, subjects, strict=True)),
-            return_exceptions=True,
-        )  # fmt: skip
+        results = await asyncio.gather(*completions, return_exceptions=True)
 
     refused = subjects.index(_REFUSED)
     assert type(results[refused]) is StorageError
