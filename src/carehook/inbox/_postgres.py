@@ -122,10 +122,15 @@ class _Tx:
     reads (``send``) cost no round trip of their own.
     """
 
-    __slots__ = ("committing", "conn", "notify", "pipeline")
+    __slots__ = ("committing", "conn", "cur", "notify", "pipeline")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        #: one cursor for the whole transaction: a new one per statement (``conn.execute``)
+        #: cost about 20 µs of CPU each in a loop of one statement (47 against 67 µs a
+        #: statement; in pipeline mode 25 against 48 µs); a worker draining Abridge events
+        #: used 2 to 3 % less CPU per event, within the runs' noise
+        self.cur = conn.cursor()
         self.notify = False
         #: in pipeline mode (a worker transaction)
         self.pipeline: psycopg.Pipeline | None = None
@@ -133,23 +138,22 @@ class _Tx:
         self.committing = False
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self.conn.execute(_pg(sql), params).fetchall()
+        return self.cur.execute(_pg(sql), params).fetchall()
 
     def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(_pg(sql), params).fetchone()
+        return self.cur.execute(_pg(sql), params).fetchone()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = self.conn.execute(_pg(sql), params)
+        self.cur.execute(_pg(sql), params)
         if self.pipeline is not None:
             self.pipeline.sync()  # the count is known once the answer is in
-        return cur.rowcount
+        return self.cur.rowcount
 
     def send(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.conn.execute(_pg(sql), params)
+        self.cur.execute(_pg(sql), params)
 
     def many(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
-        with self.conn.cursor() as cur:
-            cur.executemany(_pg(sql), seq)
+        self.cur.executemany(_pg(sql), seq)
 
 
 def translate(exc: BaseException) -> CarehookError:
