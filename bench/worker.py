@@ -2,8 +2,9 @@
 
 1. Throughput: N events are stored directly through the store's ``accept`` (spread over many
    subjects), then worker processes (1 on SQLite; 1 and 2 on PostgreSQL) run a workflow of one
-   no-op step until every event is done. events/s = N / (last attempt finished - first started),
-   read from the attempts table, so process start-up is not counted.
+   no-op step (``--workflow record``: one step with a timeline entry) until every event is
+   done. events/s = N / (last attempt finished - first started), read from the attempts table,
+   so process start-up is not counted.
 2. Claim cost against the backlog: with 1,000 and with 100,000 events waiting, the median time
    of a claim of 16 events (SQLite and PostgreSQL).
 3. Latency: ``carehook serve`` (SQLite, in-process worker, the default record step) receives
@@ -50,7 +51,7 @@ from carehook.inbox.store import SqlStore
 from carehook.observability import configure_logging
 from carehook.worker.engine import Worker
 from carehook.worker.policy import RetryPolicy
-from carehook.workflows import Router, Step, StepContext, StepResult, Workflow
+from carehook.workflows import Router, Step, StepContext, StepResult, TimelineEntry, Workflow
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -70,11 +71,19 @@ async def _noop(_: StepContext) -> StepResult:
     return StepResult()
 
 
+async def _record(ctx: StepContext) -> StepResult:
+    return StepResult(timeline=TimelineEntry(ctx.item.subject, "recorded", "bench"))
+
+
 NOOP = Router({}, fallback=Workflow("noop", (Step("noop", _noop),)))
+#: one step with a timeline entry, as most real workflows end (the step, its timeline row and
+#: the subject's state commit with the completion)
+RECORD = Router({}, fallback=Workflow("record", (Step("record", _record),)))
+WORKFLOWS = {"noop": NOOP, "record": RECORD}
 
 
-def _worker_process(url: str, keys: str, concurrency: int) -> None:
-    """One worker process: the no-op workflow until SIGTERM."""
+def _worker_process(url: str, keys: str, concurrency: int, workflow: str = "noop") -> None:
+    """One worker process: the no-op (or ``record``) workflow until SIGTERM."""
 
     configure_logging("warning", json=True)
 
@@ -84,7 +93,8 @@ def _worker_process(url: str, keys: str, concurrency: int) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
-            await Worker(store, NOOP, lambda _s: RetryPolicy(), concurrency=concurrency).run(stop)
+            router = WORKFLOWS[workflow]
+            await Worker(store, router, lambda _s: RetryPolicy(), concurrency=concurrency).run(stop)
         finally:
             await store.close()
 
@@ -110,12 +120,12 @@ async def _preload(url: str, keys: str, n: int, subjects: int) -> None:
 
 
 def _throughput(url: str, query: Callable[[str], Any], n: int, processes: int,
-                concurrency: int) -> float:
+                concurrency: int, workflow: str = "noop") -> float:
     keys = new_key_spec("bench")
     asyncio.run(_preload(url, keys, n, subjects=max(n // 10, 1)))
     _analyze(url)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(url, keys, concurrency))
+    procs = [ctx.Process(target=_worker_process, args=(url, keys, concurrency, workflow))
              for _ in range(processes)]
     for p in procs:
         p.start()
@@ -155,18 +165,19 @@ def _sqlite_query(path: Path) -> Callable[[str], Any]:
     return query
 
 
-def sqlite_throughput(work: Path, n: int, concurrency: int) -> float:
+def sqlite_throughput(work: Path, n: int, concurrency: int, workflow: str = "noop") -> float:
     """events/s of one worker process on a fresh SQLite file."""
     path = work / f"tp-{uuid.uuid4().hex[:6]}.db"
     url = f"sqlite:///{path}"
     migrate.upgrade(url)
-    return _throughput(url, _sqlite_query(path), n, 1, concurrency)
+    return _throughput(url, _sqlite_query(path), n, 1, concurrency, workflow)
 
 
-def pg_throughput(admin_url: str, n: int, processes: int, concurrency: int) -> float:
+def pg_throughput(admin_url: str, n: int, processes: int, concurrency: int,
+                  workflow: str = "noop") -> float:
     """events/s of ``processes`` worker processes on a fresh PostgreSQL database."""
     return _with_pg_database(
-        admin_url, lambda url, query: _throughput(url, query, n, processes, concurrency)
+        admin_url, lambda url, query: _throughput(url, query, n, processes, concurrency, workflow)
     )
 
 
@@ -339,11 +350,14 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="an admin URL of the PostgreSQL server ('' to skip)")
     parser.add_argument("--skip", default="", help="comma-separated: throughput,claim,latency")
+    parser.add_argument("--workflow", default="noop", choices=sorted(WORKFLOWS),
+                        help="the throughput runs' workflow: one no-op step, or one step with a"
+                        " timeline entry (its row and the subject's state commit with it)")
     args = parser.parse_args()
     configure_logging("warning", json=True)
     work = Path(tempfile.mkdtemp(prefix="carehook-bench-worker-"))
     print(f"worker benchmark: {args.events} events, concurrency {args.concurrency} per process, "
-          f"{os.cpu_count()} cores", flush=True)
+          f"workflow {args.workflow}, {os.cpu_count()} cores", flush=True)
     skip = set(args.skip.split(",")) if args.skip else set()
     if "throughput" not in skip:
         _throughputs(work, args)
@@ -357,14 +371,14 @@ def main() -> None:
 
 
 def _throughputs(work: Path, args: argparse.Namespace) -> None:
-    sqlite = sqlite_throughput(work, args.events, args.concurrency)
+    sqlite = sqlite_throughput(work, args.events, args.concurrency, args.workflow)
     print(f"SQLite, 1 worker process     {sqlite:>8.0f} events/s   goal {GOALS['sqlite']}",
           flush=True)
     if args.pg:
-        one = pg_throughput(args.pg, args.events, 1, args.concurrency)
+        one = pg_throughput(args.pg, args.events, 1, args.concurrency, args.workflow)
         print(f"PostgreSQL, 1 worker process {one:>8.0f} events/s   goal {GOALS['pg_one']}",
               flush=True)
-        two = pg_throughput(args.pg, args.events, 2, args.concurrency)
+        two = pg_throughput(args.pg, args.events, 2, args.concurrency, args.workflow)
         print(f"PostgreSQL, 2 worker procs   {two:>8.0f} events/s   = {two / one:.2f}x   "
               f"goal {GOALS['pg_scaling']}", flush=True)
 
