@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -117,6 +117,35 @@ async def _raw_storage(store: Store) -> bytes:
     async with await psycopg.AsyncConnection.connect(store.url) as conn:
         cur = await conn.execute("SELECT payload FROM events")
         return b"".join(bytes(row[0]) for row in await cur.fetchall() if row[0] is not None)
+
+
+def _refuse_timeline_rows(store: Store, subject: str, message: str) -> None:
+    """A trigger makes the database refuse a timeline row of ``subject`` with ``message``."""
+    assert isinstance(store, SqlStore)
+    if isinstance(store.dialect, SqliteDialect):
+        with closing(sqlite3.connect(store.dialect.path)) as conn:
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON timeline WHEN NEW.subject = '{subject}'"
+                f" BEGIN SELECT RAISE(ABORT, '{message} {subject}'); END"
+            )
+            conn.commit()
+        return
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.subject = '{subject}' THEN RAISE EXCEPTION '{message} %', NEW.subject;"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON timeline FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+
+
+@pytest.fixture
+def refuse_timeline_rows() -> Callable[[Store, str, str], None]:
+    """``refuse_timeline_rows(store, subject, message)``: from now on the database refuses a
+    timeline row of ``subject``, with an error quoting ``message``."""
+    return _refuse_timeline_rows
 
 
 @pytest.fixture

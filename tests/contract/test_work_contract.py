@@ -4,22 +4,17 @@ store on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 
-import psycopg
 import pytest
 
 from carehook.envelope import Envelope, RequestRecord
 from carehook.errors import LeaseLost, StorageError
-from carehook.inbox._sqlite import SqliteDialect
 from carehook.inbox.port import EventFilter, Store
-from carehook.inbox.store import SqlStore
 from carehook.inbox.work import ACTION_REPLAY, ReplayFilter, StepRecord
 from carehook.workflows import TimelineEntry
 
@@ -526,31 +521,9 @@ _CANARY = "canary-7f3e9b"
 _REFUSED = "abridge:session:refused"
 
 
-def _refuse_timeline_rows_of(store: Store, subject: str) -> None:
-    """A trigger makes the database refuse a timeline row of ``subject``, quoting a canary."""
-    assert isinstance(store, SqlStore)
-    if isinstance(store.dialect, SqliteDialect):
-        with contextlib.closing(sqlite3.connect(store.dialect.path)) as conn:
-            conn.execute(
-                f"CREATE TRIGGER refuse BEFORE INSERT ON timeline WHEN NEW.subject = '{subject}'"
-                f" BEGIN SELECT RAISE(ABORT, '{_CANARY} {subject}'); END"
-            )
-            conn.commit()
-        return
-    with psycopg.connect(store.url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.subject = '{subject}' THEN RAISE EXCEPTION '{_CANARY} %', NEW.subject;"
-            " END IF; RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON timeline FOR EACH ROW EXECUTE FUNCTION refuse()"
-        )
-
-
 async def test_a_write_the_database_refuses_fails_alone_and_quotes_nothing(
     work_store: Store, feed: Feed, caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str], refuse_timeline_rows: Callable[[Store, str, str], None],
 ) -> None:  # fmt: skip
     """A completion whose timeline row the database refuses (a statement whose result nobody
     reads, so on PostgreSQL its error arrives with a later statement's answer) fails with
@@ -560,7 +533,7 @@ async def test_a_write_the_database_refuses_fails_alone_and_quotes_nothing(
     subjects = ["abridge:session:ok1", _REFUSED, "abridge:session:ok2", "abridge:session:ok3"]
     pks = [await feed(subject=s) for s in subjects]
     assert sorted(await _claimed(work_store)) == sorted(pks)
-    _refuse_timeline_rows_of(work_store, _REFUSED)
+    refuse_timeline_rows(work_store, _REFUSED, _CANARY)
 
     def step(subject: str) -> StepRecord:
         return StepRecord("note", "ok", "filed", TimelineEntry(subject, "filed", "note filed"))
