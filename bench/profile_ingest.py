@@ -33,6 +33,8 @@ def summarize(raw: Path, top: int) -> list[str]:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a frame whose text spans lines (a SQL string): not a sample
+            continue
         n = int(count)
         total += n
         frames = stack.split(";")
