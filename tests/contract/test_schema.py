@@ -16,7 +16,7 @@ from carehook.inbox.schema import metadata
 
 TABLES = {
     "requests", "events", "steps", "attempts", "subjects", "reviews", "audit", "timeline", "probe",
-    "fhir_writes",
+    "fhir_writes", "admin_sessions_ended",
 }
 
 

@@ -138,3 +138,22 @@ async def test_purge_drops_request_log_rows_past_their_retention(
     assert [(r.source) for r in await work_store.list_requests()] == ["a"]
     kept = await work_store.purge(NOW, {}, 30, 30)  # no request retention given: rows kept
     assert kept.requests == 0
+
+
+async def test_an_ended_dashboard_session_is_kept_until_its_expiry(work_store: Store) -> None:
+    """Logout's record: idempotent, seen by the store's readers, and purged once the session
+    would have expired anyway (never before)."""
+    assert not await work_store.session_ended("s1")
+    await work_store.end_session("s1", NOW + timedelta(hours=8))
+    await work_store.end_session("s1", NOW + timedelta(hours=8))  # a second logout: no error
+    await work_store.end_session("s2", NOW - timedelta(seconds=1))
+    assert await work_store.session_ended("s1")
+    assert await work_store.session_ended("s2")
+    assert not await work_store.session_ended("s3")
+    counts = await work_store.purge(NOW, {}, 30, 30)
+    assert counts.sessions == 1
+    assert await work_store.session_ended("s1")
+    assert not await work_store.session_ended("s2")
+    later = await work_store.purge(NOW + timedelta(hours=9), {}, 30, 30)
+    assert later.sessions == 1
+    assert not await work_store.session_ended("s1")

@@ -151,8 +151,13 @@ def _read_only(browser: Any, env: AdminEnv, seeded: Seeded, shots: Shots) -> Non
     for text in texts:
         for canary in CANARIES:
             assert canary not in text
+    session = [c for c in context.cookies() if c["name"] == "carehook_admin"]
+    assert session
     page.click("form.logout button")
     page.wait_for_url(f"{base}/admin/login")
+    page.goto(f"{base}/admin/events")
+    assert page.url.endswith("/admin/login")
+    context.add_cookies(session)  # a copy kept from before the logout: ended too
     page.goto(f"{base}/admin/events")
     assert page.url.endswith("/admin/login")
     context.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from .admin_support import CANARIES, TOKENS, admin_env, seed
+from .conftest import start_gateway
 
 
 def _login(client: httpx.Client, token: str) -> httpx.Response:
@@ -45,3 +46,59 @@ def test_login_needs_its_csrf_token_and_a_known_token(tmp_path: Path) -> None:
             assert forged.get("/admin/events").status_code == 303
             assert forged.post(f"/admin/events/{seeded.dead_pk}/replay",
                                data={"csrf": "x"}).status_code == 401  # fmt: skip
+
+
+def _csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'form class="logout".*?name="csrf" value="([^"]+)"', page.text, re.S)
+    assert found, "the page has no logout form"
+    return found.group(1)
+
+
+def test_logout_ends_the_session_for_every_copy_of_its_cookie(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """A copy of the session cookie taken before logout is refused after it (pages redirect to
+    the login, forms are 401), in a second gateway on the same database too; a logout without
+    the session's CSRF token ends nothing; the next login is a new session that works."""
+    with admin_env(tmp_path, storage_url) as env:
+        seed(env)
+        with httpx.Client(base_url=env.gw.url, timeout=10) as client:
+            assert _login(client, TOKENS["root"][0]).status_code == 303
+            stolen = client.cookies["carehook_admin"]
+            csrf = _csrf_of(client.get("/admin/events"))
+            assert client.post("/admin/logout", data={"csrf": "forged"}).status_code == 403
+            assert client.get("/admin/events").status_code == 200  # still signed in
+            out = client.post("/admin/logout", data={"csrf": csrf})
+            assert out.status_code == 303
+            assert out.headers["location"].endswith("/admin/login")
+            assert "carehook_admin" not in client.cookies
+        with httpx.Client(base_url=env.gw.url, timeout=10) as thief:
+            thief.cookies.set("carehook_admin", stolen, path="/admin")
+            page = thief.get("/admin/events")
+            assert page.status_code == 303
+            assert page.headers["location"].endswith("/admin/login")
+            assert thief.post("/admin/dead-letters/replay",
+                              data={"csrf": csrf}).status_code == 401  # fmt: skip
+            assert thief.post("/admin/logout", data={"csrf": csrf}).status_code == 303
+        again = start_gateway(tmp_path / "carehook.toml")  # a second process's view
+        second = next(again)
+        try:
+            with httpx.Client(base_url=second.url, timeout=10) as thief:
+                thief.cookies.set("carehook_admin", stolen, path="/admin")
+                assert thief.get("/admin/events").status_code == 303
+        finally:
+            again.close()
+        with httpx.Client(base_url=env.gw.url, timeout=10) as client:
+            assert _login(client, TOKENS["root"][0]).status_code == 303
+            assert client.cookies["carehook_admin"] != stolen
+            assert client.get("/admin/events").status_code == 200
+
+
+def test_a_cookie_of_odd_bytes_is_refused_not_an_error(tmp_path: Path) -> None:
+    """Bytes outside ASCII in the session cookie (which ``hmac.compare_digest`` cannot compare
+    as text) get the login redirect, not a 500."""
+    with admin_env(tmp_path, None) as env:
+        for value in (b"e30.\xe9\xe9", b"\xff\xfe.abc", b"e30.00\xc3\xa9"):
+            headers = [(b"cookie", b"carehook_admin=" + value)]
+            page = httpx.get(f"{env.gw.url}/admin/events", headers=headers, timeout=10)
+            assert page.status_code == 303, value

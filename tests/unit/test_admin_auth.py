@@ -56,3 +56,26 @@ def test_scopes_come_from_the_config_not_the_cookie() -> None:
     who = sessions.check([narrow], cookie, now=1.0)
     assert who is not None
     assert not who.can("replay")
+
+
+def test_each_session_has_its_own_id_and_expiry_and_odd_cookies_are_refused() -> None:
+    """Logout stores the session's id: a hash, the same for every copy of one cookie, another
+    for the next login, never the cookie itself; a cookie of non-ASCII text (which
+    ``hmac.compare_digest`` cannot compare) is refused, not an error."""
+    token = _token("oncall", new_token(), ["read"])
+    sessions = Sessions(session_key(b"k" * 32), 60)
+    first, second = sessions.issue(token, now=1000.0), sessions.issue(token, now=1000.0)
+    a = sessions.check([token], first, now=1001.0)
+    again = sessions.check([token], first, now=1002.0)
+    b = sessions.check([token], second, now=1001.0)
+    assert a is not None
+    assert again is not None
+    assert b is not None
+    assert a.session == again.session
+    assert a.session != b.session
+    assert len(a.session) == 32
+    assert a.session not in first
+    assert a.expires == 1060
+    data, _, mac = first.partition(".")
+    for odd in (f"{data}.{mac[:-1]}\u00e9", f"{data}\udc80.{mac}", "\x00", ".", ""):
+        assert sessions.check([token], odd, now=1001.0) is None

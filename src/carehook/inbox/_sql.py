@@ -111,6 +111,9 @@ EXPIRE_LEASES: Final = (
     "UPDATE events SET lease_expires_at = ? WHERE status = 'processing' AND id IN ({ids})"
 )
 EXTEND_LEASES: Final = f"UPDATE events SET lease_expires_at = ? WHERE id IN ({{ids}}) AND {FENCE}"
+END_SESSION: Final = """INSERT INTO admin_sessions_ended (session, expires_at) VALUES (?, ?)
+ON CONFLICT (session) DO NOTHING"""
+SESSION_ENDED: Final = "SELECT 1 FROM admin_sessions_ended WHERE session = ?"
 PROBE: Final = """INSERT INTO probe (id, at) VALUES (1, ?)
 ON CONFLICT (id) DO UPDATE SET at = excluded.at"""
 SELECT_EVENT: Final = f"SELECT {c.EVENT_COLUMNS} FROM events WHERE id = ?"

@@ -213,6 +213,15 @@ class Store(AdminReads, Protocol):
         item or it is already resolved."""
         ...
 
+    async def end_session(self, session: str, expires_at: datetime) -> None:
+        """Remember that dashboard session ``session`` (its cookie's hash) was ended before
+        ``expires_at``, everywhere this database is shared; the purge forgets it after then."""
+        ...
+
+    async def session_ended(self, session: str) -> bool:
+        """Whether ``session`` was ended (``end_session``) and has not yet been purged."""
+        ...
+
     async def complete(self, pk: int, owner: str, step: StepRecord | None = None) -> None:
         """Record ``step`` (as ``record_step``) and mark the event ``done``, close its attempt,
         drop the lease: one transaction."""
@@ -269,7 +278,8 @@ class Store(AdminReads, Protocol):
     ) -> PurgeCounts:
         """Drop payloads past their source's retention, finished events' dedup keys past
         ``dedup_days`` (metadata of purged payloads stays; rows past the dedup window go) and
-        request-log rows past their source's request retention (None: kept)."""
+        request-log rows past their source's request retention (None: kept), and ended
+        dashboard sessions past their expiry."""
         ...
 
     async def next_due(self) -> datetime | None:

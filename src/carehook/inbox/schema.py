@@ -214,6 +214,15 @@ audit = sa.Table(
     sa.Index(None, "event_pk"),
 )
 
+#: dashboard sessions ended before they expired (logout), by the hash of their cookie: a copy
+#: of the cookie is refused until it would have expired, and the purge drops the row then (0007)
+admin_sessions_ended = sa.Table(
+    "admin_sessions_ended",
+    metadata,
+    sa.Column("session", sa.Text, primary_key=True),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)
+
 # one row that ``ping`` rewrites: readiness proves that a write commits (0004)
 probe = sa.Table(
     "probe",

@@ -431,6 +431,18 @@ class SqlStore:
 
         return c.review_row(await self._d.write(run), self._d.ts)
 
+    # -- dashboard sessions ------------------------------------------------------------------
+
+    async def end_session(self, session: str, expires_at: datetime) -> None:
+        """Remember an ended dashboard session until it would have expired."""
+        params = [c.storable(session), c.as_utc(expires_at)]
+        await self._d.write(lambda tx: tx.run(q.END_SESSION, params))
+
+    async def session_ended(self, session: str) -> bool:
+        """Whether the dashboard session was ended."""
+        row = await self._d.read(lambda tx: tx.row(q.SESSION_ENDED, [c.storable(session)]))
+        return row is not None
+
     # -- reads -------------------------------------------------------------------------------
 
     async def finished_steps(self, pk: int) -> dict[str, StepRow]:
@@ -550,7 +562,9 @@ class SqlStore:
             keys = tx.run(f"DELETE FROM events WHERE {q.FINISHED} AND received_at < ?", [cutoff])  # noqa: S608
             requests = 0 if keep_requests else tx.run(f"DELETE FROM requests WHERE {rcond}",  # noqa: S608
                                                       rparams)  # fmt: skip
-            return PurgeCounts(payloads=payloads, dedup_keys=keys, requests=requests)
+            sessions = tx.run("DELETE FROM admin_sessions_ended WHERE expires_at < ?", [now])
+            return PurgeCounts(payloads=payloads, dedup_keys=keys, requests=requests,
+                               sessions=sessions)  # fmt: skip
 
         result: PurgeCounts = await self._d.write(run)
         return result

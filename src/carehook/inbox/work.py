@@ -155,3 +155,5 @@ class PurgeCounts:
     payloads: int
     dedup_keys: int
     requests: int = 0
+    #: ended dashboard sessions past their expiry
+    sessions: int = 0

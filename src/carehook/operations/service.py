@@ -123,6 +123,14 @@ class Operations:
             raise OperationRefused("the note must say what was decided")
         return await self.store.resolve_review(review_id, actor, note)
 
+    async def end_session(self, session: str, expires_at: datetime) -> None:
+        """End a dashboard session (logout) for every process sharing the store."""
+        await self.store.end_session(session, expires_at)
+
+    async def session_ended(self, session: str) -> bool:
+        """Whether a dashboard session was ended before its expiry."""
+        return await self.store.session_ended(session)
+
     async def timeline(self, subject: str, limit: int = 500) -> Timeline:
         """A subject's timeline with durations and its current state."""
         state = await self.store.subject_state(subject)

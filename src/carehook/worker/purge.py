@@ -52,7 +52,7 @@ class Purger:
             self._requests or None, self._default_requests,
         )  # fmt: skip
         _log.info("purge.done", count=counts.payloads + counts.dedup_keys,
-                  requests=counts.requests)  # fmt: skip
+                  requests=counts.requests, sessions=counts.sessions)  # fmt: skip
         return counts
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -56,7 +56,7 @@ def create_admin(ops: Operations, settings: AdminSettings, session_key: bytes) -
     sessions = Sessions(session_key, settings.session_minutes * 60)
     tmpl = templates()
     pages = Pages(ops)
-    dashboard = Dashboard(settings.tokens, sessions, tmpl, pages)
+    dashboard = Dashboard(ops, settings.tokens, sessions, tmpl, pages)
     pages.bind(dashboard.render)
     routes = [
         Mount("/api", create_admin_api(ops, settings.tokens)),

@@ -7,7 +7,9 @@ so the time taken says nothing about which token nearly matched).
 A dashboard session is a cookie ``<payload>.<mac>``: the payload (token name, the first bytes
 of its hash, expiry, CSRF secret) is base64 JSON, the MAC an HMAC-SHA256 under a key derived
 from the data key ring. Removing or re-issuing the token ends its sessions; scopes are read from
-the config on every request, never from the cookie.
+the config on every request, never from the cookie. Logging out ends one session: the dashboard
+stores the hash of its cookie (:attr:`Principal.session`) until the cookie's expiry and refuses
+a copy of it meanwhile (``Store.end_session``), in every process sharing the database.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class Principal:
     name: str
     scopes: frozenset[str]
     csrf: str = ""
+    #: the session's id: a hash of its cookie's MAC (what logout stores; never the cookie)
+    session: str = ""
+    #: when the session's cookie expires (Unix time)
+    expires: int = 0
 
     def can(self, scope: str) -> bool:
         """Whether the token holds ``scope``."""
@@ -78,17 +84,23 @@ class Sessions:
               ) -> Principal | None:  # fmt: skip
         """The session's principal, or None (bad MAC, expired, token gone or re-issued)."""
         data, _, mac = cookie.partition(".")
+        if not (data.isascii() and mac.isascii()):  # compare_digest refuses non-ASCII text
+            return None
         if not hmac.compare_digest(self._mac(data.encode()), mac):
             return None
         try:
             body = json.loads(base64.urlsafe_b64decode(data))
         except ValueError:
             return None
-        if not isinstance(body, dict) or body.get("exp", 0) < (time.time() if now is None else now):
+        if not isinstance(body, dict) or not isinstance(expires := body.get("exp", 0), int):
             return None
+        if expires < (time.time() if now is None else now):
+            return None
+        session = hashlib.sha256(mac.encode()).hexdigest()[:32]
         for token in tokens:
             if token.name == body.get("n") and token.hash[7:23] == body.get("h"):
-                return Principal(token.name, frozenset(token.scopes), str(body.get("csrf", "")))
+                return Principal(token.name, frozenset(token.scopes), str(body.get("csrf", "")),
+                                 session, expires)  # fmt: skip
         return None
 
     def _mac(self, data: bytes) -> str:

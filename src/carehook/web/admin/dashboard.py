@@ -1,9 +1,11 @@
 """The dashboard: server-rendered pages over the operator service, at ``/admin/``.
 
 Login exchanges a token for a signed, expiring session cookie (HttpOnly, SameSite=Strict,
-Secure over HTTPS). Every state-changing form carries the session's CSRF token. Pages show
-metadata only; an event's payload is shown only to a session whose token has the ``payload``
-scope, on request, with a banner saying the view is audited (and it is, under the token's name).
+Secure over HTTPS); logout ends the session in the store too, so a copy of the cookie is
+refused from then on (:mod:`carehook.web.admin.auth`). Every state-changing form carries the
+session's CSRF token. Pages show metadata only; an event's payload is shown only to a session
+whose token has the ``payload`` scope, on request, with a banner saying the view is audited (and
+it is, under the token's name).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from carehook.operations.service import Operations
 from carehook.settings import AdminToken
 from carehook.web.admin import pages
 from carehook.web.admin.auth import SESSION_COOKIE, Principal, Sessions, check_token
@@ -30,8 +34,9 @@ Handler = Callable[[Request, Principal], Awaitable[Response]]
 class Dashboard:
     """The dashboard's routes, sessions and templates."""
 
-    def __init__(self, tokens: list[AdminToken], sessions: Sessions, templates: Jinja2Templates,
-                 handlers: pages.Pages) -> None:  # fmt: skip
+    def __init__(self, ops: Operations, tokens: list[AdminToken], sessions: Sessions,
+                 templates: Jinja2Templates, handlers: pages.Pages) -> None:  # fmt: skip
+        self.ops = ops
         self.tokens = tokens
         self.sessions = sessions
         self.templates = templates
@@ -57,14 +62,17 @@ class Dashboard:
               for path, h, scope in post),
         ]  # fmt: skip
 
-    def principal(self, request: Request) -> Principal | None:
-        """The session's principal, if the cookie is valid."""
+    async def principal(self, request: Request) -> Principal | None:
+        """The session's principal, if the cookie is valid and its session was not ended."""
         cookie = request.cookies.get(SESSION_COOKIE)
-        return None if not cookie else self.sessions.check(self.tokens, cookie)
+        who = None if not cookie else self.sessions.check(self.tokens, cookie)
+        if who is None or await self.ops.session_ended(who.session):
+            return None
+        return who
 
     def _guard(self, handler: Handler, scope: str, *, post: bool) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            who = self.principal(request)
+            who = await self.principal(request)
             if who is None:
                 if post:
                     return self.render(request, None, "error.html", {"message": "not signed in"},
@@ -110,10 +118,13 @@ class Dashboard:
         return response
 
     async def logout(self, request: Request) -> Response:
-        """End the session (CSRF-checked)."""
-        who = self.principal(request)
-        if who is not None and not await _csrf_ok(request, who.csrf):
-            return self.render(request, who, "error.html", {"message": "bad CSRF token"}, 403)
+        """End the session (CSRF-checked): in the store until its expiry, and the cookie."""
+        who = await self.principal(request)
+        if who is not None:
+            if not await _csrf_ok(request, who.csrf):
+                return self.render(request, who, "error.html", {"message": "bad CSRF token"},
+                                   403)  # fmt: skip
+            await self.ops.end_session(who.session, datetime.fromtimestamp(who.expires, UTC))
         response = RedirectResponse(f"{PREFIX}/login", 303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
