@@ -29,6 +29,9 @@ ALLOWED_FIELDS = frozenset(
         "error_class", "count", "host", "port", "path", "storage", "config", "workers",
         "dropped_fields",
         "task", "setting",
+        # metadata only: counts, a destination's and a resource type's names, a due time, a
+        # storage error's result code (never a driver message: inbox._sqlite_writer.translate)
+        "requests", "sessions", "destination", "resource_type", "until", "error",
     }
 )  # fmt: skip
 
