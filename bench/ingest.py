@@ -64,6 +64,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--paced", type=float, default=0, metavar="RATE",
                    help="only one paced run of (a) at RATE/s for --fixed-seconds, then receive"
                    " -> done; prints one line, saves nothing (for A/B runs of a change)")
+    p.add_argument("--flat-only", action="store_true",
+                   help="only the flat-out rounds of --targets; prints the medians, saves nothing"
+                   " (for A/B runs of a change or a setting, e.g. CAREHOOK_WORKER__... variables,"
+                   " which the carehook targets inherit)")
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="PostgreSQL admin URL for (b) (a fresh database is made and dropped)")
     args = p.parse_args()
@@ -369,6 +373,13 @@ def main() -> None:
         print(_paced_line("a", row) + f"\n  receive->done p50 {row.get('e2e_p50_ms', 0):.0f} ms"
               f" p99 {row.get('e2e_p99_ms', 0):.0f} ms over {row.get('e2e_events', 0)} events",
               flush=True)
+        return
+    if args.flat_only:
+        try:
+            flat = bench.flat_out(keys)
+        finally:
+            shutil.rmtree(bench.work, ignore_errors=True)
+        print("\n".join(f"median {_row(k, v['median'])}" for k, v in flat.items()), flush=True)
         return
     try:
         res = bench.results

@@ -202,6 +202,7 @@ def build_worker(
         shutdown_grace_seconds=cfg.shutdown_grace_seconds,
         metrics=components.worker_metrics,
         ingress_busy=ingress_busy,
+        give_way_seconds=cfg.ingress_priority_seconds,
     )
 
 

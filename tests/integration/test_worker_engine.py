@@ -417,8 +417,8 @@ async def test_run_loop_wakes_for_new_events_and_finishes_in_flight(
 async def test_a_busy_ingress_holds_claims_back_but_never_stops_the_backlog(
     store: Store, clock: FakeClock
 ) -> None:
-    """While the ingress says it is busy, no claim is made for up to 0.1 s; a claim still
-    comes after that, and at once when the ingress is idle again."""
+    """While the ingress says it is busy, no claim is made for up to the give-way time; a
+    claim still comes after that, and at once when the ingress is idle again."""
     claimed_at: list[float] = []
     busy = True
 
@@ -427,7 +427,8 @@ async def test_a_busy_ingress_holds_claims_back_but_never_stops_the_backlog(
         return StepResult()
 
     router = Router({}, fallback=Workflow("note", (Step("note", note),)))
-    w = worker(store, router, clock, concurrency=1, poll_seconds=30, ingress_busy=lambda: busy)
+    w = worker(store, router, clock, concurrency=1, poll_seconds=30, ingress_busy=lambda: busy,
+               give_way_seconds=0.1)  # fmt: skip
     await deliver(store, clock, "s:1", 1)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -615,3 +616,16 @@ async def test_a_deferral_waits_without_using_attempts_and_is_never_dead_lettere
     assert (row.status, row.attempts) == ("done", 1)
     assert [a.outcome for a in await store.list_attempts(pk)] == ["deferred", "done"]
     assert len(runs) == 2
+
+
+def test_serve_gives_its_worker_the_configured_give_way(tmp_path: Any) -> None:
+    """``[worker] ingress_priority_seconds`` reaches the worker that ``serve`` builds (0.5 s
+    when not set)."""
+    from carehook.bootstrap import build_components, build_worker
+    from carehook.settings import load_settings
+
+    for text, expected in (("", 0.5), ("[worker]\ningress_priority_seconds = 2.5\n", 2.5)):
+        config = tmp_path / "carehook.toml"
+        config.write_text(f'data_dir = "."\n{text}')
+        w = build_worker(build_components(load_settings(config)))
+        assert w._give_way_seconds == expected

@@ -46,6 +46,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ('[sources."A B"]\nvendor = "abridge"\n', "source name"),
         ('[sources.a]\nvendor = "abridge"\nsecretz = ["x"]\n', "sources.a.secretz"),
         ("this is = = not toml", "not valid TOML"),
+        ("[worker]\ningress_priority_seconds = 0\n", "worker.ingress_priority_seconds"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, text: str, names: str) -> None:

@@ -17,8 +17,8 @@ leases and per-subject claiming keep them apart). The loop:
    :class:`~carehook.errors.LeaseLost` means another worker owns the event now: the attempt is
    dropped without a record;
    In ``serve``, a claim first gives way while the process's ingress is busy (``[worker]
-   ingress_priority_at`` deliveries being answered), for at most 0.1 s: acknowledgements first,
-   the backlog catches up when the burst is over;
+   ingress_priority_at`` deliveries being answered), for at most ``ingress_priority_seconds``
+   (0.5 s): acknowledgements first, the backlog catches up when the burst is over;
 3. with nothing to claim, wait until the store hears of new work, a running event finishes (it
    may unblock the next event of its subject), the earliest retry falls due, or ``poll_seconds``;
 4. a heartbeat renews the leases of the events in flight every third of ``lease_seconds``.
@@ -62,8 +62,9 @@ _log = get_logger("carehook.worker")
 _MIN_WAIT = 0.02
 #: the least time between a claim that found nothing and the next claim
 _EMPTY_CLAIM_GAP = 0.01
-#: the longest a claim waits for a busy ingress (``Worker._give_way``), and how often it looks
-_GIVE_WAY_SECONDS = 0.1
+#: the longest a claim waits for a busy ingress (``Worker._give_way``; ``[worker]
+#: ingress_priority_seconds``), and how often it looks
+GIVE_WAY_SECONDS = 0.5
 _GIVE_WAY_STEP = 0.002
 #: between a step's name and one of its parts in a step record: ``alert.ops/ops[1]``
 PART_SEPARATOR = "/"
@@ -114,9 +115,11 @@ class Worker:
         rng: random.Random | None = None,
         metrics: WorkerMetrics | None = None,
         ingress_busy: Callable[[], bool] | None = None,
+        give_way_seconds: float = GIVE_WAY_SECONDS,
     ) -> None:
-        if concurrency < 1 or lease_seconds <= 0 or poll_seconds <= 0:
-            raise ValueError("concurrency, lease_seconds and poll_seconds must be positive")
+        if concurrency < 1 or lease_seconds <= 0 or poll_seconds <= 0 or give_way_seconds <= 0:
+            raise ValueError("concurrency, lease_seconds, poll_seconds and give_way_seconds must"
+                             " be positive")  # fmt: skip
         self._store = store
         self._router = router
         self._policies = policies
@@ -131,6 +134,7 @@ class Worker:
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
         self.metrics = metrics or WorkerMetrics.create()
         self._ingress_busy = ingress_busy
+        self._give_way_seconds = give_way_seconds
         self._inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self._lost: set[int] = set()
         #: events whose outcome is being written: a heartbeat that no longer finds their lease
@@ -226,13 +230,13 @@ class Worker:
         """While this process's ingress is busy answering deliveries, hold the next claim back
         (``serve``: the worker shares the event loop and the GIL with the acknowledgements).
 
-        At most ``_GIVE_WAY_SECONDS`` per claim, so under a flood the backlog still moves.
+        At most ``give_way_seconds`` per claim, so under a flood the backlog still moves.
         """
         busy = self._ingress_busy
         if busy is None or not busy():
             return
         self.metrics.gave_way.inc()
-        until = time.monotonic() + _GIVE_WAY_SECONDS
+        until = time.monotonic() + self._give_way_seconds
         while busy() and time.monotonic() < until and not self._stop.is_set():  # noqa: ASYNC110 (a counter, polled for at most 0.1 s)
             await asyncio.sleep(_GIVE_WAY_STEP)
 
