@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ def render(results: dict[str, Any], path: Path) -> None:
     """Two bar charts side by side, titled with the date and the machine."""
     rows = results["flat_out"]
     keys = list(rows)
-    labels = [f"({k}) {rows[k]['label']}".replace(", ", "\n", 1) for k in keys]
+    # wrapped: five labels of up to 40 characters side by side would overlap
+    labels = [textwrap.fill(f"({k}) {rows[k]['label']}", 18) for k in keys]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     for ax, field, unit in ((left, "rps", "requests/s"), (right, "p99_ms", "ack p99 (ms)")):
         med = [rows[k]["median"][field] for k in keys]
