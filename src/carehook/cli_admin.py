@@ -2,7 +2,7 @@
 
 A new token is printed once; only its SHA-256 goes into the config, appended as an
 ``[[admin.tokens]]`` table (the file is rewritten atomically, mode 0600). ``sources ls`` shows
-each source's secrets by index with when each last verified a stored event, so an operator
+each source's secrets by id with when each last verified a stored event, so an operator
 knows when an old secret can be retired: the same service call as ``GET /admin/api/sources``.
 """
 
@@ -78,7 +78,7 @@ def append_token(path: Path, name: str, digest: str, scopes: list[str]) -> None:
 
 @sources_app.command("ls")
 def sources_ls(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Each source: vendor, endpoint, secrets by index with their last match, recent traffic."""
+    """Each source: vendor, endpoint, secrets by id with their last match, recent traffic."""
     rows = with_operations(settings_of(config), lambda ops: ops.source_statuses())
     if json_:
         print(json.dumps(jsonable(rows), indent=2))

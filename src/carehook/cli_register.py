@@ -113,7 +113,7 @@ def _row(webhook: RegisteredWebhook) -> dict[str, object]:
 def _report(source: str, done: reg.Registration, what: str) -> None:
     say(out, f"{what}; webhook id {done.webhook.webhook_id}")
     if done.added:
-        say(err, f"the signing secret was added to sources.{source} as "
-            f"secrets[{done.secret_index}] (not shown); restart the gateway to use it")
+        say(err, f"the signing secret was added to sources.{source} as secret "
+            f"{done.secret_index} (not shown); restart the gateway to use it")
     else:
-        say(err, f"signed with sources.{source}.secrets[{done.secret_index}]")
+        say(err, f"signed with sources.{source} secret {done.secret_index}")

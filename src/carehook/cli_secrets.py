@@ -1,10 +1,11 @@
 """``carehook secrets``: add, list and retire a source's signing secrets in the config file.
 
 A source may hold several secrets at once (rotation): a delivery passes if any matches, and the
-store records the index of the one that did. Indexes are positions in the source's ``secrets``
-list: ``add`` appends (every existing index keeps its meaning); ``retire INDEX`` removes one, and
-the secrets after it move down by one. The usual rotation: ``add`` (index N), give the new secret
-to the vendor, wait until deliveries match N (``carehook sources ls``), then ``retire 0``.
+store records the id of the one that did. ``add`` appends a secret with the next id never given
+(``secret_ids`` in the config, beside ``secrets``); ``retire ID`` removes one and lists its id in
+``retired_secret_ids``, so an id keeps its meaning for good and the events it verified are still
+counted under it. The usual rotation: ``add`` (id N), give the new secret to the vendor, wait
+until deliveries match N (``carehook sources ls``), then ``retire`` the old id.
 
 A generated secret is printed once, on stdout, when it is created; a secret read from stdin is
 never echoed; ``ls`` shows a fingerprint (first 12 hex digits of its SHA-256), never the secret.
@@ -55,43 +56,48 @@ def add(
 
     vendor = _vendor(config, source)
     secret = _read_secret() if stdin else new_secret(vendor)
-    index = add_secret(config_path(config), source, secret)
+    secret_id = add_secret(config_path(config), source, secret)
     if not stdin:
         print(secret, flush=True)  # the only time it is shown: give it to the vendor
-    say(err, f"sources.{source}.secrets[{index}] added (fingerprint {_fingerprint(secret)}); "
+    say(err, f"sources.{source} secret {secret_id} added (fingerprint {_fingerprint(secret)}); "
         "restart the gateway to use it")
 
 
 @secrets_app.command("ls")
 def ls(source: SourceArg, config: ConfigOpt = None) -> None:
-    """List SOURCE's secrets: index, how it is written (literal or env:NAME), fingerprint."""
-    from carehook.configfile import source_secrets
+    """List SOURCE's secrets: id, how it is written (literal or env:NAME), fingerprint; then the
+    retired ids."""
+    from carehook.configfile import source_secret_ids
 
     _vendor(config, source)
+    have = source_secret_ids(config_path(config), source)
     rows = []
-    for index, written in enumerate(source_secrets(config_path(config), source)):
+    for index, (secret_id, written) in enumerate(zip(have.ids, have.secrets, strict=True)):
         form = written if written.startswith("env:") else "literal"
         try:
             value = resolve_secret(written, f"sources.{source}.secrets[{index}]")
             fingerprint = _fingerprint(value)
         except ConfigError:
             fingerprint = "(variable not set)"
-        rows.append({"index": index, "form": form, "fingerprint": fingerprint})
-    table(f"{source} secrets", rows, ["index", "form", "fingerprint"])
+        rows.append({"id": secret_id, "form": form, "fingerprint": fingerprint})
+    table(f"{source} secrets", rows, ["id", "form", "fingerprint"])
+    if have.retired:
+        out.print(f"retired: {', '.join(map(str, have.retired))}", highlight=False)
 
 
 @secrets_app.command("retire")
 def retire(
     source: SourceArg,
-    index: Annotated[int, typer.Argument(min=0, help="The index to remove (see `secrets ls`).")],
+    secret_id: Annotated[int, typer.Argument(metavar="ID", min=0,
+                                             help="The id to remove (see `secrets ls`).")],
     config: ConfigOpt = None,
 ) -> None:
-    """Remove SOURCE's secret INDEX (the secrets after it move down by one)."""
+    """Remove SOURCE's secret ID (the other ids keep their meaning; ID is never given again)."""
     from carehook.configfile import retire_secret
 
     _vendor(config, source)
-    retire_secret(config_path(config), source, index)
-    say(out, f"sources.{source}.secrets[{index}] retired; restart the gateway to stop "
+    retire_secret(config_path(config), source, secret_id)
+    say(out, f"sources.{source} secret {secret_id} retired; restart the gateway to stop "
         "accepting it")
 
 

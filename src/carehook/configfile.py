@@ -9,9 +9,13 @@ import os
 import secrets
 import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from carehook.errors import ConfigError
+from carehook.settings import SourceSettings, describe_error
 
 _HEADER = """\
 # carehook configuration, written by `carehook init` / the first `carehook serve`.
@@ -126,10 +130,12 @@ def _table_end(lines: list[str], header_at: int) -> int:
 
 # -- secrets ------------------------------------------------------------------------------------
 #
-# A source's ``secrets`` list is ordered and its indexes are what the store records as the secret
-# that matched (``secret_index``): ``add`` appends, so existing indexes never change; ``retire``
-# removes one entry, so the entries after it move down by one (retire the oldest, index 0, as a
-# rotation does). Entries are kept as written (``env:NAME`` stays a reference).
+# Each secret of a source has an id, what the store records with the events it verified
+# (``secret_index``): ``secret_ids`` lists them beside ``secrets``, in the same order (absent: the
+# positions 0, 1, ... of a source never rotated). ``add`` appends a secret with the next id never
+# given, ``retire ID`` removes a secret with its id and lists the id in ``retired_secret_ids``, so
+# an id is never given again and the ids of stored events keep their meaning. Entries are kept as
+# written (``env:NAME`` stays a reference).
 
 
 def source_secrets(path: Path, source: str) -> list[str]:
@@ -141,37 +147,76 @@ def source_secrets(path: Path, source: str) -> list[str]:
     return list(found)
 
 
+@dataclass(frozen=True, slots=True)
+class SourceSecrets:
+    """A source's secrets as written, their ids, and the ids retired (never given again)."""
+
+    secrets: list[str]
+    ids: list[int]
+    retired: list[int]
+
+    def next_id(self) -> int:
+        """The id the next secret gets: one above every id given so far."""
+        return max([*self.ids, *self.retired], default=-1) + 1
+
+
+def source_secret_ids(path: Path, source: str) -> SourceSecrets:
+    """The source's secrets as written, their ids (positions when ``secret_ids`` is absent) and
+    the retired ids; the source's table is checked as ``load_settings`` checks it (one id per
+    secret, none given twice), so a rewrite never starts from ids that do not fit."""
+    table = _source_table(tomllib.loads(path.read_text()), source, path)
+    found = source_secrets(path, source)
+    try:
+        cfg = SourceSettings.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: sources.{source}: {describe_error(exc)}") from None
+    return SourceSecrets(found, cfg.ids(), list(cfg.retired_secret_ids))
+
+
 def add_secret(path: Path, source: str, secret: str) -> int:
-    """Append ``secret`` to the source's secrets (kept once); returns its index."""
+    """Append ``secret`` to the source's secrets (kept once) with a new id; returns its id."""
     if not secret or secret != secret.strip() or "\n" in secret:
         raise ConfigError("a secret must be non-empty, one line, without surrounding spaces")
-    current = source_secrets(path, source)
-    if secret in current:
-        return current.index(secret)
-    write_secrets(path, source, [*current, secret])
-    return len(current)
+    have = source_secret_ids(path, source)
+    if secret in have.secrets:
+        return have.ids[have.secrets.index(secret)]
+    new = have.next_id()
+    write_secrets(path, source, SourceSecrets([*have.secrets, secret], [*have.ids, new],
+                                              have.retired))  # fmt: skip
+    return new
 
 
-def retire_secret(path: Path, source: str, index: int) -> None:
-    """Remove the secret at ``index`` (never the last one: the source would refuse everything)."""
-    current = source_secrets(path, source)
-    if not 0 <= index < len(current):
-        raise ConfigError(f"sources.{source} has no secret {index} (it has {len(current)})")
-    if len(current) == 1:
-        raise ConfigError(f"secret {index} is the only secret of sources.{source}: "
+def retire_secret(path: Path, source: str, secret_id: int) -> None:
+    """Remove the secret with id ``secret_id`` (never the last one: the source would refuse
+    everything); its id is listed as retired."""
+    have = source_secret_ids(path, source)
+    if secret_id not in have.ids:
+        raise ConfigError(f"sources.{source} has no secret {secret_id} (its ids: "
+                          f"{', '.join(map(str, have.ids)) or 'none'})")  # fmt: skip
+    if len(have.ids) == 1:
+        raise ConfigError(f"secret {secret_id} is the only secret of sources.{source}: "
                           "add its successor first")  # fmt: skip
-    write_secrets(path, source, current[:index] + current[index + 1 :])
+    at = have.ids.index(secret_id)
+    write_secrets(path, source, SourceSecrets(
+        have.secrets[:at] + have.secrets[at + 1:], have.ids[:at] + have.ids[at + 1:],
+        sorted({*have.retired, secret_id})))  # fmt: skip
 
 
-def write_secrets(path: Path, source: str, secrets_: list[str]) -> None:
-    """Rewrite the source's ``secrets`` line (comments and the rest kept), checked, mode 0600."""
-    line = "secrets = [" + ", ".join(json.dumps(s) for s in secrets_) + "]"
-    merged = merge_tables(path.read_text(), f"[sources.{source}]\n{line}\n")
+def write_secrets(path: Path, source: str, new: SourceSecrets) -> None:
+    """Rewrite the source's ``secrets`` and ``secret_ids`` lines (and ``retired_secret_ids``
+    once there is one; comments and the rest kept), checked, mode 0600."""
+    lines = ["secrets = [" + ", ".join(json.dumps(s) for s in new.secrets) + "]",
+             "secret_ids = [" + ", ".join(map(str, new.ids)) + "]"]  # fmt: skip
+    if new.retired:
+        lines.append("retired_secret_ids = [" + ", ".join(map(str, new.retired)) + "]")
+    merged = merge_tables(path.read_text(), f"[sources.{source}]\n" + "\n".join(lines) + "\n")
     try:
-        written = _source_table(tomllib.loads(merged), source, path).get("secrets")
+        table = _source_table(tomllib.loads(merged), source, path)
+        written = (table.get("secrets"), table.get("secret_ids"),
+                   table.get("retired_secret_ids", []))  # fmt: skip
     except tomllib.TOMLDecodeError:
         written = None
-    if written != secrets_:
+    if written != (new.secrets, new.ids, new.retired):
         raise ConfigError(f"{path}: cannot rewrite sources.{source}.secrets in place (is it a "
                           "multi-line array?); write it on one line and try again")  # fmt: skip
     write_private(path, merged)

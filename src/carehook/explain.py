@@ -71,7 +71,8 @@ def _try_secrets(
     source: Source, request: SignedRequest, now: float, out: Explanation
 ) -> int | None:
     matched: int | None = None
-    for i, secret in enumerate(source.secrets):
+    # by id, as the store and `carehook secrets ls` name secrets (a position until a rotation)
+    for i, secret in zip(source.secret_ids, source.secrets, strict=True):
         try:
             source.scheme.verify(request, (secret,), now)
         except VerificationError as exc:

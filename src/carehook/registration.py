@@ -2,7 +2,8 @@
 
 The service under ``carehook register`` (and any other front end): the vendor's registrar comes
 from the composition root (:func:`carehook.services.build_registrar`), secrets are written with
-:mod:`carehook.configfile` (appended, so the indexes the store recorded keep their meaning).
+:mod:`carehook.configfile` (appended with a new id, so the ids the store recorded keep their
+meaning).
 
 Per vendor:
 
@@ -22,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from carehook.configfile import add_secret, source_secrets
+from carehook.configfile import add_secret, source_secret_ids, source_secrets
 from carehook.connectors.webhooks import NABLA_CONSOLE_STEPS, RegisteredWebhook, WebhookRegistrar
 from carehook.errors import ConfigError
 from carehook.settings import Settings, resolve_secret
@@ -31,7 +32,7 @@ from carehook.vendors import builtin_vendors
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What a registration did: the vendor's webhook and the index of the secret it signs with
+    """What a registration did: the vendor's webhook and the id of the secret it signs with
     (``added``: whether that secret was appended to the config just now)."""
 
     webhook: RegisteredWebhook
@@ -69,11 +70,12 @@ def console_steps(source: str, url: str, events: tuple[str, ...]) -> str:
 
 def signing_secret(config: Path, source: str) -> tuple[str, int, bool]:
     """The secret to give a vendor that takes the receiver's: the newest (last) one, or a new
-    one appended when the source has none; returns it, its index and whether it was added."""
-    written = source_secrets(config, source)
-    if written:
-        index = len(written) - 1
-        return resolve_secret(written[index], f"sources.{source}.secrets[{index}]"), index, False
+    one appended when the source has none; returns it, its id and whether it was added."""
+    have = source_secret_ids(config, source)
+    if have.secrets:
+        index = len(have.secrets) - 1
+        value = resolve_secret(have.secrets[index], f"sources.{source}.secrets[{index}]")
+        return value, have.ids[index], False
     fresh = secrets.token_urlsafe(32)
     return fresh, add_secret(config, source, fresh), True
 
@@ -85,9 +87,8 @@ async def register(registrar: WebhookRegistrar, config: Path, source: str, url: 
         webhook = await registrar.create(url, events, None)
         if not webhook.secret:
             raise ConfigError(f"{source}: the vendor returned no signing secret")
-        before = len(source_secrets(config, source))
-        index = add_secret(config, source, webhook.secret)
-        return Registration(webhook, index, index >= before)
+        added = webhook.secret not in source_secrets(config, source)
+        return Registration(webhook, add_secret(config, source, webhook.secret), added)
     secret, index, added = signing_secret(config, source)
     return Registration(await registrar.create(url, events, secret), index, added)
 
@@ -101,6 +102,5 @@ async def rotate(registrar: WebhookRegistrar, config: Path, source: str, webhook
     webhook = await registrar.rotate(webhook_id)
     if not webhook.secret:
         raise ConfigError(f"{source}: the vendor returned no new signing secret")
-    before = len(source_secrets(config, source))
-    index = add_secret(config, source, webhook.secret)
-    return Registration(webhook, index, index >= before)
+    added = webhook.secret not in source_secrets(config, source)
+    return Registration(webhook, add_secret(config, source, webhook.secret), added)

@@ -42,6 +42,12 @@ class SourceSettings(BaseModel):
 
     vendor: VendorName
     secrets: list[str] = Field(default_factory=list, repr=False)
+    #: each secret's id, the number stored with the events it verified: ``secrets add`` gives
+    #: the next unused one and ``secrets retire`` removes one with its secret, so an id keeps its
+    #: meaning for good (None: the positions 0, 1, ... as in a config never rotated)
+    secret_ids: list[int] | None = None
+    #: ids of secrets retired (``secrets retire``): never given to a new secret
+    retired_secret_ids: list[int] = Field(default_factory=list)
     allow_ips: list[IPNetwork] = Field(default_factory=list)
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
@@ -77,6 +83,21 @@ class SourceSettings(BaseModel):
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ValueError("retry_cap_seconds must be at least retry_base_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _one_id_per_secret(self) -> SourceSettings:
+        ids = self.ids()
+        if len(ids) != len(self.secrets):
+            raise ValueError(f"secret_ids has {len(ids)} ids for {len(self.secrets)} secrets: "
+                             "one id per secret, in order")
+        given = [*ids, *self.retired_secret_ids]
+        if len(set(given)) != len(given) or any(i < 0 for i in given):
+            raise ValueError("secret_ids and retired_secret_ids must be distinct, not negative")
+        return self
+
+    def ids(self) -> list[int]:
+        """Each secret's id (its position when ``secret_ids`` is not set)."""
+        return list(range(len(self.secrets))) if self.secret_ids is None else self.secret_ids
 
     @field_validator("allow_ips", "trusted_proxies", mode="before")
     @classmethod
@@ -380,11 +401,12 @@ def load_settings(path: Path) -> Settings:
     try:
         return Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"config file {path}: {_describe(exc)}") from None
+        raise ConfigError(f"config file {path}: {describe_error(exc)}") from None
 
 
-def _describe(exc: ValidationError) -> str:
-    """Field locations and messages only: a config error must not echo a secret back."""
+def describe_error(exc: ValidationError) -> str:
+    """Field locations and messages only: a config error must not echo a secret back (also
+    :mod:`carehook.configfile`'s)."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in err["loc"])

@@ -24,6 +24,8 @@ class Source:
     vendor: Vendor
     scheme: Scheme
     secrets: tuple[str, ...] = field(repr=False)
+    #: each secret's id (``SourceSettings.secret_ids``): what the store records, not a position
+    secret_ids: tuple[int, ...]
     allow_ips: tuple[IPNetwork, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     max_body_bytes: int
@@ -58,6 +60,7 @@ def build_source(name: str, cfg: SourceSettings, vendors: Mapping[str, Vendor]) 
         vendor=vendor,
         scheme=vendor.scheme(options),
         secrets=secrets,
+        secret_ids=tuple(cfg.ids()),
         allow_ips=tuple(cfg.allow_ips),
         trusted_proxies=tuple(cfg.trusted_proxies),
         max_body_bytes=cfg.max_body_bytes,

@@ -73,7 +73,7 @@ def test_healthie_register_list_rotate_delete(config: Path, sandbox: tuple[Sandb
     assert hook.url == "https://gw.example/webhooks/healthie"
     assert hook.events == ["appointment.transcript_available", "appointment.recording_started"]
     assert f"webhook id {hook.id}" in done.stdout
-    assert "secrets[1]" in done.stderr
+    assert "as secret 1" in done.stderr
     assert _secrets(config, "healthie") == ["healthie-secret-one-01", hook.secrets[0]]
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
 
@@ -134,7 +134,7 @@ def test_secrets_add_ls_retire(config: Path) -> None:
     assert added.returncode == 0, added.stderr
     generated = added.stdout.strip()
     assert _secrets(config, "abridge") == ["abridge-secret-one-0001", generated]
-    assert "secrets[1] added" in added.stderr
+    assert "secret 1 added" in added.stderr
 
     pasted = "nabla-console-secret-from-the-vendor"
     from_stdin = _run(config, "secrets", "add", "nabla", "--stdin", stdin=pasted + "\n")
@@ -151,7 +151,10 @@ def test_secrets_add_ls_retire(config: Path) -> None:
     retired = _run(config, "secrets", "retire", "abridge", "0")
     assert retired.returncode == 0, retired.stderr
     assert _secrets(config, "abridge") == [generated]
-    last = _run(config, "secrets", "retire", "abridge", "0")
+    again = _run(config, "secrets", "retire", "abridge", "0")
+    assert again.returncode == 2
+    assert "has no secret 0 (its ids: 1)" in again.stderr
+    last = _run(config, "secrets", "retire", "abridge", "1")
     assert last.returncode == 2
     assert "only secret" in last.stderr
     assert stat.S_IMODE(config.stat().st_mode) == 0o600

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from carehook.configfile import add_secret, retire_secret, source_secrets
+from carehook.configfile import add_secret, retire_secret, source_secret_ids, source_secrets
 from carehook.errors import ConfigError
 from carehook.settings import load_settings
 
@@ -66,11 +66,21 @@ def test_files_written_are_private(config: Path) -> None:
     assert [p.name for p in config.parent.iterdir()] == ["carehook.toml"]  # no temp file left
 
 
-def test_retire_removes_one_and_later_indexes_move_down(config: Path) -> None:
-    """Retiring index 0 makes the old index 1 the new index 0."""
-    add_secret(config, "abridge", "brand-new-secret-1")
+def test_retire_keeps_every_other_id_and_no_id_is_given_twice(config: Path) -> None:
+    """Retiring id 0 leaves the others their ids (the store's events keep their meaning); the
+    retired id is listed and never given again, not even after the newest id is retired."""
+    assert add_secret(config, "abridge", "brand-new-secret-1") == 2
     retire_secret(config, "abridge", 0)
     assert source_secrets(config, "abridge") == ["env:ABRIDGE_NEXT", "brand-new-secret-1"]
+    have = source_secret_ids(config, "abridge")
+    assert (have.ids, have.retired) == ([1, 2], [0])
+    assert add_secret(config, "abridge", "another-secret-3") == 3
+    retire_secret(config, "abridge", 3)
+    assert add_secret(config, "abridge", "another-secret-4") == 4
+    assert "# keep this comment" in config.read_text()
+    settings = load_settings(config).sources["abridge"]
+    assert (settings.ids(), settings.retired_secret_ids) == ([1, 2, 4], [0, 3])
+    assert add_secret(config, "abridge", "brand-new-secret-1") == 2  # already there: its id
 
 
 def test_the_last_secret_and_unknown_indexes_cannot_be_retired(config: Path) -> None:
@@ -79,7 +89,7 @@ def test_the_last_secret_and_unknown_indexes_cannot_be_retired(config: Path) -> 
     before = config.read_text()
     with pytest.raises(ConfigError, match="only secret"):
         retire_secret(config, "abridge", 0)
-    with pytest.raises(ConfigError, match="has no secret 5"):
+    with pytest.raises(ConfigError, match=r"has no secret 5 \(its ids: 0\)"):
         retire_secret(config, "abridge", 5)
     assert config.read_text() == before
 
@@ -108,3 +118,20 @@ def test_quotes_and_backslashes_survive(config: Path) -> None:
     odd = 'se"cr\\et=with/chars'
     add_secret(config, "abridge", odd)
     assert source_secrets(config, "abridge")[-1] == odd
+
+
+def test_hand_edited_ids_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    """One id per secret, ids distinct and never a retired one: anything else is a config
+    error naming the key, and ``secrets add`` refuses to guess."""
+    base = '[sources.a]\nvendor = "abridge"\nsecrets = ["one-secret-000000", "two-secret-000000"]\n'
+    path = tmp_path / "carehook.toml"
+    for extra, names in (("secret_ids = [0]\n", "secret_ids"),
+                         ("secret_ids = [1, 1]\n", "distinct"),
+                         ("secret_ids = [0, 1]\nretired_secret_ids = [1]\n", "distinct")):
+        path.write_text(base + extra)
+        with pytest.raises(ConfigError, match=names):
+            load_settings(path)
+    path.write_text(base + "secret_ids = [7]\n")
+    with pytest.raises(ConfigError, match="secret_ids has 1 ids for 2 secrets"):
+        add_secret(path, "a", "three-secret-00000")
+    assert path.read_text() == base + "secret_ids = [7]\n"

@@ -62,6 +62,6 @@ Nabla has no webhook registration API: register the endpoint in Nabla's admin co
   5. Save. The console shows the webhook's signing secret once: add it to carehook with
        carehook secrets add {source} --stdin
      (paste it; it is not echoed). Nabla may show several active secrets during a rotation:
-     add each, then `carehook secrets retire {source} INDEX` the old one once it stops matching.
+     add each, then `carehook secrets retire {source} ID` the old one once it stops matching.
   6. Send a test event from the console and check `carehook requests ls --source {source}`.
 """

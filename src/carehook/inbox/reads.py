@@ -45,7 +45,7 @@ class RequestQuery:
 
 @dataclass(frozen=True, slots=True)
 class SecretUse:
-    """How often, and when last, a source's secret (by index) verified a stored event."""
+    """How often, and when last, a source's secret (by id) verified a stored event."""
 
     source: str
     secret_index: int

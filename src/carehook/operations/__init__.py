@@ -28,5 +28,5 @@ __all__ = [
 
 def source_configs(settings: Settings) -> list[SourceConfig]:
     """The configured sources as the service sees them (secret counts, never secrets)."""
-    return [SourceConfig(name, cfg.vendor, f"/webhooks/{name}", len(cfg.secrets))
+    return [SourceConfig(name, cfg.vendor, f"/webhooks/{name}", tuple(cfg.ids()))
             for name, cfg in settings.sources.items()]  # fmt: skip

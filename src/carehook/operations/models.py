@@ -26,12 +26,13 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """What the service knows of a configured source (never its secrets, only their count)."""
+    """What the service knows of a configured source (never its secrets, only their ids)."""
 
     name: str
     vendor: str
     endpoint: str
-    secrets: int
+    #: the configured secrets' ids (``SourceSettings.secret_ids``)
+    secret_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class SecretStatus:
-    """One secret of a source, by index: configured still, events it verified, last match."""
+    """One secret of a source, by id (``index``: the id, a position only in a source never
+    rotated): configured still, events it verified, last match."""
 
     index: int
     configured: bool

@@ -23,12 +23,12 @@ def source_statuses(
 def _status(
     name: str, cfg: SourceConfig | None, usage: list[SecretUse], counts: list[RequestCount]
 ) -> SourceStatus:
-    configured = cfg.secrets if cfg is not None else 0
+    configured = set(cfg.secret_ids) if cfg is not None else set()
     by_index = {u.secret_index: u for u in usage}
     secrets = [
-        SecretStatus(i, i < configured, by_index[i].events if i in by_index else 0,
+        SecretStatus(i, i in configured, by_index[i].events if i in by_index else 0,
                      by_index[i].last_matched_at if i in by_index else None)
-        for i in sorted(set(range(configured)) | set(by_index))
+        for i in sorted(configured | set(by_index))
     ]  # fmt: skip
     last = max(usage, key=lambda u: u.last_matched_at, default=None)
     by_cause: dict[str, int] = {}

@@ -181,7 +181,8 @@ class Ingress:
             headers=headers,
             body=body,
         )
-        secret_index = source.scheme.verify(signed, source.secrets, record.now)
+        # the store records the secret's id, which a retired secret never shifts
+        secret_index = source.secret_ids[source.scheme.verify(signed, source.secrets, record.now)]
         payload = _json_object(body)
         parsed = source.vendor.parse(body, payload, headers=headers)
         record.event_id = parsed.event_id
