@@ -142,11 +142,13 @@ async def test_purge_drops_request_log_rows_past_their_retention(
 
 async def test_an_ended_dashboard_session_is_kept_until_its_expiry(work_store: Store) -> None:
     """Logout's record: idempotent, seen by the store's readers, and purged once the session
-    would have expired anyway (never before)."""
+    would have expired anyway (never before); each sign-in and sign-out is audited (the audit
+    rows stay when the session's row goes)."""
     assert not await work_store.session_ended("s1")
-    await work_store.end_session("s1", NOW + timedelta(hours=8))
-    await work_store.end_session("s1", NOW + timedelta(hours=8))  # a second logout: no error
-    await work_store.end_session("s2", NOW - timedelta(seconds=1))
+    await work_store.start_session("s1", "oncall")
+    await work_store.end_session("s1", NOW + timedelta(hours=8), "oncall")
+    await work_store.end_session("s1", NOW + timedelta(hours=8), "oncall")  # again: no error
+    await work_store.end_session("s2", NOW - timedelta(seconds=1), "root")
     assert await work_store.session_ended("s1")
     assert await work_store.session_ended("s2")
     assert not await work_store.session_ended("s3")
@@ -157,3 +159,8 @@ async def test_an_ended_dashboard_session_is_kept_until_its_expiry(work_store: S
     later = await work_store.purge(NOW + timedelta(hours=9), {}, 30, 30)
     assert later.sessions == 1
     assert not await work_store.session_ended("s1")
+    audit = [(a.actor, a.action, a.detail) for a in reversed(await work_store.list_audit())]
+    assert audit == [("oncall", "session.start", "dashboard session s1"),
+                     ("oncall", "session.end", "dashboard session s1"),
+                     ("oncall", "session.end", "dashboard session s1"),
+                     ("root", "session.end", "dashboard session s2")]  # fmt: skip

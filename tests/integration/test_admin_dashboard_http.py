@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from carehook.web.admin.auth import Sessions
+
 from .admin_support import CANARIES, TOKENS, admin_env, seed
 from .conftest import start_gateway
 
@@ -92,6 +94,16 @@ def test_logout_ends_the_session_for_every_copy_of_its_cookie(
             assert _login(client, TOKENS["root"][0]).status_code == 303
             assert client.cookies["carehook_admin"] != stolen
             assert client.get("/admin/events").status_code == 200
+            bearer = {"authorization": f"Bearer {TOKENS['root'][0]}"}
+            trail = client.get("/admin/api/audit", headers=bearer)
+        assert trail.status_code == 200
+        sessions = [(a["actor"], a["action"], a["detail"]) for a in reversed(trail.json()["items"])
+                    if a["action"].startswith("session.")]  # fmt: skip
+        # the client keeps the cookie as sent, quoted (it holds "="); the server reads it unquoted
+        first = f"dashboard session {Sessions.session_of(stolen.strip(chr(34)))[:12]}"
+        assert sessions[:2] == [("root", "session.start", first), ("root", "session.end", first)]
+        assert [a for _, a, _ in sessions] == ["session.start", "session.end", "session.start"]
+        assert stolen not in trail.text
 
 
 def test_a_cookie_of_odd_bytes_is_refused_not_an_error(tmp_path: Path) -> None:

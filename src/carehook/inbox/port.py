@@ -213,9 +213,14 @@ class Store(AdminReads, Protocol):
         item or it is already resolved."""
         ...
 
-    async def end_session(self, session: str, expires_at: datetime) -> None:
+    async def start_session(self, session: str, actor: str) -> None:
+        """Audit a dashboard sign-in of ``actor`` (``session``: its cookie's hash)."""
+        ...
+
+    async def end_session(self, session: str, expires_at: datetime, actor: str) -> None:
         """Remember that dashboard session ``session`` (its cookie's hash) was ended before
-        ``expires_at``, everywhere this database is shared; the purge forgets it after then."""
+        ``expires_at``, everywhere this database is shared, and audit the sign-out of
+        ``actor``: one transaction. The purge forgets the session after ``expires_at``."""
         ...
 
     async def session_ended(self, session: str) -> bool:

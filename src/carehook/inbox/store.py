@@ -36,6 +36,8 @@ from carehook.inbox.reads import EventQuery, RateBucket, RequestCount, RequestQu
 from carehook.inbox.work import (
     ACTION_REPLAY,
     ACTION_REVIEW_RESOLVE,
+    ACTION_SESSION_END,
+    ACTION_SESSION_START,
     CRYPTO_ERROR,
     AttemptRow,
     Claim,
@@ -433,10 +435,21 @@ class SqlStore:
 
     # -- dashboard sessions ------------------------------------------------------------------
 
-    async def end_session(self, session: str, expires_at: datetime) -> None:
-        """Remember an ended dashboard session until it would have expired."""
+    async def start_session(self, session: str, actor: str) -> None:
+        """Audit a dashboard sign-in."""
+        row = [self._now(), c.storable(actor), ACTION_SESSION_START, None, _session(session)]
+        await self._d.write(lambda tx: tx.run(q.INSERT_AUDIT, row))
+
+    async def end_session(self, session: str, expires_at: datetime, actor: str) -> None:
+        """Remember an ended dashboard session until it would have expired; audit it."""
         params = [c.storable(session), c.as_utc(expires_at)]
-        await self._d.write(lambda tx: tx.run(q.END_SESSION, params))
+        row = [self._now(), c.storable(actor), ACTION_SESSION_END, None, _session(session)]
+
+        def run(tx: Any) -> None:
+            tx.run(q.END_SESSION, params)
+            tx.run(q.INSERT_AUDIT, row)
+
+        await self._d.write(run)
 
     async def session_ended(self, session: str) -> bool:
         """Whether the dashboard session was ended."""
@@ -568,6 +581,12 @@ class SqlStore:
 
         result: PurgeCounts = await self._d.write(run)
         return result
+
+
+def _session(session: str) -> str:
+    """An audit row's detail for a dashboard session: enough of its id to pair a sign-in with
+    its sign-out (the id is a hash of the cookie's MAC; no cookie can be rebuilt from it)."""
+    return f"dashboard session {c.storable(session)[:12]}"
 
 
 def _rows(sql: str, params: list[Any], tx: Any) -> list[Any]:

@@ -39,6 +39,9 @@ BLOCKING_STATUSES = ("pending", "processing", "retrying")
 ACTION_REPLAY = "event.replay"
 #: the audit action for resolving a review item
 ACTION_REVIEW_RESOLVE = "review.resolve"
+#: the audit actions for a dashboard sign-in and sign-out (the detail names the session)
+ACTION_SESSION_START = "session.start"
+ACTION_SESSION_END = "session.end"
 #: the error class of an event whose payload cannot be decrypted
 CRYPTO_ERROR = "crypto"
 

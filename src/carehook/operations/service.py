@@ -123,9 +123,13 @@ class Operations:
             raise OperationRefused("the note must say what was decided")
         return await self.store.resolve_review(review_id, actor, note)
 
-    async def end_session(self, session: str, expires_at: datetime) -> None:
-        """End a dashboard session (logout) for every process sharing the store."""
-        await self.store.end_session(session, expires_at)
+    async def start_session(self, session: str, actor: str) -> None:
+        """Audit a dashboard sign-in."""
+        await self.store.start_session(session, actor)
+
+    async def end_session(self, session: str, expires_at: datetime, actor: str) -> None:
+        """End a dashboard session (logout) for every process sharing the store; audited."""
+        await self.store.end_session(session, expires_at, actor)
 
     async def session_ended(self, session: str) -> bool:
         """Whether a dashboard session was ended before its expiry."""

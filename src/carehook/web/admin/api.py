@@ -183,6 +183,7 @@ def _other_routes(api: FastAPI, ops: Operations, need: Callable[[str], Any]) -> 
 
     @api.get("/audit", response_model=s.AuditPage, dependencies=[admin])
     async def audit(cursor: Cursor = None, limit: Limit = 50) -> Any:
-        """The audit log, newest first: payload views, replays, resolutions."""
+        """The audit log, newest first: payload views, replays, resolutions, dashboard
+        sign-ins and sign-outs."""
         page = await ops.audit(cursor, limit)
         return s.AuditPage(items=page.items, next_cursor=page.next_cursor)

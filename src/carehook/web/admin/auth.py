@@ -96,12 +96,18 @@ class Sessions:
             return None
         if expires < (time.time() if now is None else now):
             return None
-        session = hashlib.sha256(mac.encode()).hexdigest()[:32]
+        session = self.session_of(cookie)
         for token in tokens:
             if token.name == body.get("n") and token.hash[7:23] == body.get("h"):
                 return Principal(token.name, frozenset(token.scopes), str(body.get("csrf", "")),
                                  session, expires)  # fmt: skip
         return None
+
+    @staticmethod
+    def session_of(cookie: str) -> str:
+        """The session's id: a hash of the cookie's MAC (what logout stores and the audit trail
+        names; the cookie cannot be rebuilt from it)."""
+        return hashlib.sha256(cookie.partition(".")[2].encode()).hexdigest()[:32]
 
     def _mac(self, data: bytes) -> str:
         return hmac.new(self._key, data, hashlib.sha256).hexdigest()

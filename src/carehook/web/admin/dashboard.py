@@ -2,7 +2,8 @@
 
 Login exchanges a token for a signed, expiring session cookie (HttpOnly, SameSite=Strict,
 Secure over HTTPS); logout ends the session in the store too, so a copy of the cookie is
-refused from then on (:mod:`carehook.web.admin.auth`). Every state-changing form carries the
+refused from then on (:mod:`carehook.web.admin.auth`); both are in the audit trail under the
+token's name (``session.start``, ``session.end``). Every state-changing form carries the
 session's CSRF token. Pages show metadata only; an event's payload is shown only to a session
 whose token has the ``payload`` scope, on request, with a banner saying the view is audited (and
 it is, under the token's name).
@@ -111,9 +112,11 @@ class Dashboard:
             page = self.render(request, None, "login.html",
                                {"csrf": expected, "error": "unknown token"}, 401)  # fmt: skip
             return page
+        cookie = self.sessions.issue(token)
+        # audited before the cookie is handed out
+        await self.ops.start_session(Sessions.session_of(cookie), token.name)
         response = RedirectResponse(f"{PREFIX}/", 303)
-        _cookie(response, request, SESSION_COOKIE, self.sessions.issue(token),
-                self.sessions.lifetime)  # fmt: skip
+        _cookie(response, request, SESSION_COOKIE, cookie, self.sessions.lifetime)
         response.delete_cookie(_LOGIN_CSRF, path=PREFIX)
         return response
 
@@ -124,7 +127,8 @@ class Dashboard:
             if not await _csrf_ok(request, who.csrf):
                 return self.render(request, who, "error.html", {"message": "bad CSRF token"},
                                    403)  # fmt: skip
-            await self.ops.end_session(who.session, datetime.fromtimestamp(who.expires, UTC))
+            await self.ops.end_session(who.session, datetime.fromtimestamp(who.expires, UTC),
+                                       who.name)  # fmt: skip
         response = RedirectResponse(f"{PREFIX}/login", 303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
