@@ -286,8 +286,10 @@ class AdminSettings(BaseModel):
     host: str | None = None
     port: int | None = Field(default=None, ge=0, le=65535)
     tokens: list[AdminToken] = Field(default_factory=list)
-    #: how long a dashboard login lasts
+    #: how long a dashboard login lasts at most, in use or not
     session_minutes: int = Field(default=480, ge=1, le=10080)
+    #: a dashboard login unused this long ends (automatic logoff; each page view renews it)
+    session_idle_minutes: int = Field(default=30, ge=1, le=10080)
 
     @field_validator("tokens")
     @classmethod

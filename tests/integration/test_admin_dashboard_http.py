@@ -59,15 +59,20 @@ def _csrf_of(page: httpx.Response) -> str:
 def test_logout_ends_the_session_for_every_copy_of_its_cookie(
     tmp_path: Path, storage_url: str
 ) -> None:
-    """A copy of the session cookie taken before logout is refused after it (pages redirect to
-    the login, forms are 401), in a second gateway on the same database too; a logout without
+    """A copy of the session cookie taken before logout (before its renewal by a page view) is
+    refused after it (pages redirect to the login, forms are 401), in a second gateway on the
+    same database too; a logout without
     the session's CSRF token ends nothing; the next login is a new session that works."""
     with admin_env(tmp_path, storage_url) as env:
         seed(env)
         with httpx.Client(base_url=env.gw.url, timeout=10) as client:
             assert _login(client, TOKENS["root"][0]).status_code == 303
             stolen = client.cookies["carehook_admin"]
-            csrf = _csrf_of(client.get("/admin/events"))
+            page = client.get("/admin/events")
+            csrf = _csrf_of(page)
+            renewed = page.cookies["carehook_admin"]  # each page view renews the idle clock
+            assert Sessions.session_of(renewed.strip('"')) == Sessions.session_of(
+                stolen.strip('"'))  # fmt: skip
             assert client.post("/admin/logout", data={"csrf": "forged"}).status_code == 403
             assert client.get("/admin/events").status_code == 200  # still signed in
             out = client.post("/admin/logout", data={"csrf": csrf})

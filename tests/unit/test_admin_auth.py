@@ -79,3 +79,25 @@ def test_each_session_has_its_own_id_and_expiry_and_odd_cookies_are_refused() ->
     data, _, mac = first.partition(".")
     for odd in (f"{data}.{mac[:-1]}\u00e9", f"{data}\udc80.{mac}", "\x00", ".", ""):
         assert sessions.check([token], odd, now=1001.0) is None
+
+
+def test_an_idle_session_ends_and_a_renewal_never_outlives_the_session() -> None:
+    """Unused for the idle time, a session ends; each renewal restarts that clock with the
+    same session id and CSRF token, but never past the absolute end from sign-in."""
+    token = _token("oncall", new_token(), ["read"])
+    sessions = Sessions(session_key(b"k" * 32), 600, idle_seconds=60)
+    cookie = sessions.issue(token, now=1000.0)
+    assert sessions.check([token], cookie, now=1059.0) is not None
+    assert sessions.check([token], cookie, now=1061.0) is None  # idle too long
+    who = sessions.check([token], cookie, now=1050.0)
+    assert who is not None
+    assert who.expires == 1600
+    renewed = sessions.renew(who, now=1050.0)
+    again = sessions.check([token], renewed, now=1100.0)
+    assert again is not None
+    assert (again.session, again.csrf, again.expires) == (who.session, who.csrf, 1600)
+    assert Sessions.session_of(renewed) == Sessions.session_of(cookie) == who.session
+    late = sessions.renew(again, now=1590.0)
+    assert sessions.check([token], late, now=1599.0) is not None
+    assert sessions.check([token], late, now=1601.0) is None  # the absolute end holds
+    assert Sessions(session_key(b"k" * 32), 60, idle_seconds=600).idle == 60

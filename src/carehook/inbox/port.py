@@ -214,11 +214,11 @@ class Store(AdminReads, Protocol):
         ...
 
     async def start_session(self, session: str, actor: str) -> None:
-        """Audit a dashboard sign-in of ``actor`` (``session``: its cookie's hash)."""
+        """Audit a dashboard sign-in of ``actor`` (``session``: its id, never its cookie)."""
         ...
 
     async def end_session(self, session: str, expires_at: datetime, actor: str) -> None:
-        """Remember that dashboard session ``session`` (its cookie's hash) was ended before
+        """Remember that dashboard session ``session`` (its id) was ended before
         ``expires_at``, everywhere this database is shared, and audit the sign-out of
         ``actor``: one transaction. The purge forgets the session after ``expires_at``."""
         ...

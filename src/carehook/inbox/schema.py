@@ -214,7 +214,7 @@ audit = sa.Table(
     sa.Index(None, "event_pk"),
 )
 
-#: dashboard sessions ended before they expired (logout), by the hash of their cookie: a copy
+#: dashboard sessions ended before they expired (logout), by their random id: a copy
 #: of the cookie is refused until it would have expired, and the purge drops the row then (0007)
 admin_sessions_ended = sa.Table(
     "admin_sessions_ended",

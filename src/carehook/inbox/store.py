@@ -585,7 +585,7 @@ class SqlStore:
 
 def _session(session: str) -> str:
     """An audit row's detail for a dashboard session: enough of its id to pair a sign-in with
-    its sign-out (the id is a hash of the cookie's MAC; no cookie can be rebuilt from it)."""
+    its sign-out (a random id the cookie carries; no cookie can be rebuilt from it)."""
     return f"dashboard session {c.storable(session)[:12]}"
 
 

@@ -53,7 +53,8 @@ def templates() -> Jinja2Templates:
 
 def create_admin(ops: Operations, settings: AdminSettings, session_key: bytes) -> ASGIApp:
     """The app to mount at ``/admin``: the API, the dashboard and its static files."""
-    sessions = Sessions(session_key, settings.session_minutes * 60)
+    sessions = Sessions(session_key, settings.session_minutes * 60,
+                        settings.session_idle_minutes * 60)  # fmt: skip
     tmpl = templates()
     pages = Pages(ops)
     dashboard = Dashboard(ops, settings.tokens, sessions, tmpl, pages)

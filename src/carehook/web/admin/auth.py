@@ -5,11 +5,14 @@ presented token and compares it with *every* configured hash in constant time (n
 so the time taken says nothing about which token nearly matched).
 
 A dashboard session is a cookie ``<payload>.<mac>``: the payload (token name, the first bytes
-of its hash, expiry, CSRF secret) is base64 JSON, the MAC an HMAC-SHA256 under a key derived
-from the data key ring. Removing or re-issuing the token ends its sessions; scopes are read from
-the config on every request, never from the cookie. Logging out ends one session: the dashboard
-stores the hash of its cookie (:attr:`Principal.session`) until the cookie's expiry and refuses
-a copy of it meanwhile (``Store.end_session``), in every process sharing the database.
+of its hash, a random session id, the idle and the absolute expiry, CSRF secret) is base64 JSON,
+the MAC an HMAC-SHA256 under a key derived from the data key ring. Each page view renews the
+cookie (:meth:`Sessions.renew`): a session unused for ``session_idle_minutes`` ends, and none
+outlives ``session_minutes`` from its sign-in. Removing or re-issuing the token ends its
+sessions; scopes are read from the config on every request, never from the cookie. Logging out
+ends one session: the dashboard stores its id (:attr:`Principal.session`) until its absolute
+end and refuses every copy and renewal of its cookie meanwhile (``Store.end_session``), in every
+process sharing the database.
 """
 
 from __future__ import annotations
@@ -35,10 +38,13 @@ class Principal:
     name: str
     scopes: frozenset[str]
     csrf: str = ""
-    #: the session's id: a hash of its cookie's MAC (what logout stores; never the cookie)
+    #: the session's random id, the same in every renewal of its cookie (what logout stores
+    #: and the audit trail names; never the cookie)
     session: str = ""
-    #: when the session's cookie expires (Unix time)
+    #: when the session ends at the latest, renewed or not (Unix time)
     expires: int = 0
+    #: the first bytes of the token's hash, as the cookie carries them (for a renewal)
+    token_hash: str = ""
 
     def can(self, scope: str) -> bool:
         """Whether the token holds ``scope``."""
@@ -68,15 +74,29 @@ def check_token(tokens: list[AdminToken], presented: str) -> AdminToken | None:
 class Sessions:
     """Signs and checks dashboard session cookies."""
 
-    def __init__(self, key: bytes, lifetime_seconds: int) -> None:
+    def __init__(self, key: bytes, lifetime_seconds: int, idle_seconds: int | None = None
+                 ) -> None:  # fmt: skip
         self._key = key
         self.lifetime = lifetime_seconds
+        self.idle = lifetime_seconds if idle_seconds is None else min(idle_seconds,
+                                                                       lifetime_seconds)
 
     def issue(self, token: AdminToken, now: float | None = None) -> str:
-        """A session cookie value for ``token``."""
+        """A new session's cookie value for ``token``."""
         issued = time.time() if now is None else now
-        body = {"n": token.name, "h": token.hash[7:23], "exp": int(issued + self.lifetime),
-                "csrf": secrets.token_urlsafe(24)}  # fmt: skip
+        return self._signed({"n": token.name, "h": token.hash[7:23],
+                             "sid": secrets.token_hex(16), "abs": int(issued + self.lifetime),
+                             "exp": int(issued + self.idle), "csrf": secrets.token_urlsafe(24)})
+
+    def renew(self, who: Principal, now: float | None = None) -> str:
+        """The session's cookie again with its idle clock restarted, never past its absolute
+        end; the same session id and CSRF token."""
+        at = time.time() if now is None else now
+        return self._signed({"n": who.name, "h": who.token_hash, "sid": who.session,
+                             "abs": who.expires, "exp": min(int(at + self.idle), who.expires),
+                             "csrf": who.csrf})  # fmt: skip
+
+    def _signed(self, body: dict[str, object]) -> str:
         data = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
         return f"{data.decode()}.{self._mac(data)}"
 
@@ -96,18 +116,26 @@ class Sessions:
             return None
         if expires < (time.time() if now is None else now):
             return None
-        session = self.session_of(cookie)
+        final = body.get("abs", expires)
         for token in tokens:
             if token.name == body.get("n") and token.hash[7:23] == body.get("h"):
                 return Principal(token.name, frozenset(token.scopes), str(body.get("csrf", "")),
-                                 session, expires)  # fmt: skip
+                                 self.session_of(cookie), final if isinstance(final, int)
+                                 else expires, token.hash[7:23])  # fmt: skip
         return None
 
     @staticmethod
     def session_of(cookie: str) -> str:
-        """The session's id: a hash of the cookie's MAC (what logout stores and the audit trail
-        names; the cookie cannot be rebuilt from it)."""
-        return hashlib.sha256(cookie.partition(".")[2].encode()).hexdigest()[:32]
+        """The session's id, as its cookie carries it (a cookie issued before sessions had
+        ids: a hash of its MAC); never a secret, the cookie cannot be rebuilt from it."""
+        data, _, mac = cookie.partition(".")
+        try:
+            sid = json.loads(base64.urlsafe_b64decode(data)).get("sid")
+        except (ValueError, AttributeError):
+            sid = None
+        if isinstance(sid, str) and sid.isascii() and sid.isalnum():
+            return sid[:32]
+        return hashlib.sha256(mac.encode()).hexdigest()[:32]
 
     def _mac(self, data: bytes) -> str:
         return hmac.new(self._key, data, hashlib.sha256).hexdigest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -84,7 +85,11 @@ class Dashboard:
             if not who.can(scope):
                 message = f"your token lacks the {scope!r} scope"
                 return self.render(request, who, "error.html", {"message": message}, 403)
-            return await handler(request, who)
+            response = await handler(request, who)
+            # in use: the idle clock starts again (never past the session's absolute end)
+            _cookie(response, request, SESSION_COOKIE, self.sessions.renew(who),
+                    max(0, who.expires - int(time.time())))  # fmt: skip
+            return response
 
         return endpoint
 

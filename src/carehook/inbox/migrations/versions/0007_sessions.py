@@ -1,7 +1,7 @@
 """Dashboard sessions ended at logout.
 
 A session cookie is signed and carries its own expiry, so deleting it in the browser left any
-copy of it valid until then. Logout now writes the cookie's hash here with that expiry; the
+copy of it valid until then. Logout now writes the session's id here with that expiry; the
 dashboard refuses a cookie found here, and the purge removes the row once the cookie would have
 expired anyway.
 
