@@ -600,3 +600,42 @@ def test_a_worker_killed_between_the_post_and_its_record_still_files_one_note(
         [detail] = asyncio.run(_details(env.gw)).values()
         assert detail["steps"][0][:2] == ("ehr.note.create", "ok")
         assert "exists" in detail["steps"][0][2]
+
+
+def test_a_healthie_scribe_note_is_filed_beside_the_transcript(env_any: Env) -> None:
+    """The appointment's AI scribe note (one section per answered module) becomes a preliminary
+    DocumentReference for the appointment's patient, identified by the note's id; an
+    appointment without a scribe note still files its transcript, the note step skipped."""
+    from carehook.sandbox import _healthie_content as content
+
+    env = env_any
+    payload = env.send("healthie", "appointment.transcript_available", 14)
+    [event] = env.settle(1)
+    assert event.status == "done"
+    appointment_id = str(payload["resource_id"])
+    note = content.scribe_note(appointment_id)
+    [doc] = _docrefs(env, "urn:carehook:healthie:note")
+    assert doc["identifier"][0]["value"] == note["id"]
+    assert doc["docStatus"] == "preliminary"
+    body = env.sandbox.healthie.appointment_body(appointment_id)
+    assert doc["subject"]["reference"] == f"Patient/{body['user']['id']}"
+    text = _text(doc)
+    for answer in note["generated_form_answers"]:
+        assert f"{answer['custom_module']['label']}\n{answer['displayed_answer']}" in text
+    [detail] = asyncio.run(_details(env.gw)).values()
+    assert [s[:2] for s in detail["steps"]][-1] == ("ehr.note", "ok")
+    results = json.dumps(detail)  # step results and the timeline: ids and counts, no note text
+    for answer in note["generated_form_answers"]:
+        assert answer["displayed_answer"] not in results
+    second = env.send("healthie", "appointment.transcript_available", 15,
+                      edit=lambda p: env.sandbox.healthie.without_scribe_note(
+                          str(p["resource_id"])))  # fmt: skip
+    assert str(second["resource_id"]) != appointment_id
+    events = env.settle(2)
+    assert {e.status for e in events} == {"done"}
+    assert len(_docrefs(env, "urn:carehook:healthie:note")) == 1
+    assert len(_docrefs(env, "urn:carehook:healthie:transcript")) == 2
+    details = asyncio.run(_details(env.gw))
+    steps = details[max(details, key=int)]["steps"]
+    assert [s[:2] for s in steps][-1] == ("ehr.note",
+                                          "skipped: the appointment has no AI scribe note")

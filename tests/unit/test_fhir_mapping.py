@@ -125,7 +125,7 @@ def test_bad_arguments_are_value_errors() -> None:
     with pytest.raises(ValueError, match="docStatus"):
         mapping.note_document_reference(_note(), "draft")
     with pytest.raises(ValueError, match="vendor"):
-        mapping.note_document_reference(_note(vendor="healthie"), "final")
+        mapping.note_document_reference(_note(vendor="openevidence"), "final")
 
 
 def test_vendor_data_fhir_cannot_carry_is_permanent_and_names_no_value() -> None:

@@ -29,12 +29,13 @@ def test_every_catalog_type_has_its_own_workflow(vendor: str, event_type: str) -
 
 
 def test_transcript_available_files_the_transcript_and_tracks_the_lifecycle() -> None:
-    """Healthie's transcript_available runs the lifecycle step and the transcript path."""
+    """Healthie's transcript_available runs the lifecycle step, the transcript path and files
+    the AI scribe's note."""
     workflow = build_router(WorkflowConfig(), Services()).route(
         "healthie", "appointment.transcript_available")
     assert workflow is not None
     assert [s.name for s in workflow.steps] == [
-        "healthie.lifecycle", "transcript.fetch", "ehr.transcript"]
+        "healthie.lifecycle", "transcript.fetch", "ehr.transcript", "ehr.note"]
 
 
 def test_a_forward_route_appends_its_step_to_matching_events_only() -> None:

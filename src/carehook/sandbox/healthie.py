@@ -89,6 +89,8 @@ class FakeHealthieApi:
         self._transcripts: dict[str, list[tuple[str, str]]] = {}
         self._links: dict[str, _Link] = {}
         self._born_expired = 0
+        #: appointments whose AI scribe wrote no note (``generated_form_answer_group`` null)
+        self._unscribed: set[str] = set()
         self.files = Starlette(routes=[Route("/transcripts/{token}", self._file)])
         self.app = Starlette(routes=[
             Mount("/files", app=self.files),
@@ -130,6 +132,10 @@ class FakeHealthieApi:
         """This appointment's transcripts as ``(transcript_type, status)`` pairs."""
         self._transcripts[appointment_id] = list(transcripts)
 
+    def without_scribe_note(self, appointment_id: str) -> None:
+        """The appointment has no AI scribe note (as when the scribe was not used)."""
+        self._unscribed.add(appointment_id)
+
     def expire_next_links(self, count: int = 1) -> None:
         """The next ``count`` ``expiring_url`` links are issued already expired."""
         self._born_expired += count
@@ -165,7 +171,8 @@ class FakeHealthieApi:
                 "user": {"id": str(content.num(d, 2, 200000, 299999)), "full_name": client},
                 "provider": {"id": str(content.num(d, 4, 100000, 100400)), "full_name": provider},
                 "transcripts": self._transcript_list(appointment_id, files_url, statuses),
-                "generated_form_answer_group": content.scribe_note(appointment_id)}  # fmt: skip
+                "generated_form_answer_group": None if appointment_id in self._unscribed
+                else content.scribe_note(appointment_id)}  # fmt: skip
 
     def _transcript_list(self, appointment_id: str, files_url: str,
                          statuses: list[str] | None) -> list[dict[str, Any]]:  # fmt: skip

@@ -10,6 +10,9 @@
   ``transcripts`` field, Healthie's real schema), the chosen transcript's WebVTT file is
   downloaded from its ``expiring_url`` (re-querying for a fresh link when it has expired) and
   parsed into items with speaker and offsets (:mod:`carehook.workflows.vtt`); then the same path.
+  The AI scribe's note read with it (``generated_form_answer_group``, one section per answered
+  module) is kept too and filed as a preliminary DocumentReference: an appointment without one
+  makes that step ``skipped``.
 
 Storing the transcript is its own step, so a retry of the EHR write does not fetch it again.
 """
@@ -138,6 +141,29 @@ def transcript_to_state(t: Transcript) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def note_to_state(note: ClinicalNote) -> dict[str, Any]:
+    """A note as working data (JSON; encrypted at rest by the store)."""
+    return {
+        "vendor": note.vendor, "note_id": note.note_id, "title": note.title,
+        "patient_id": note.patient_id, "encounter_id": note.encounter_id,
+        "author_id": note.author_id, "external_id": note.external_id,
+        "created_at": None if note.created_at is None else note.created_at.isoformat(),
+        "sections": [[s.key, s.title, s.text] for s in note.sections],
+    }  # fmt: skip
+
+
+def note_from_state(d: Mapping[str, Any]) -> ClinicalNote:
+    """The note :func:`note_to_state` stored."""
+    created = d.get("created_at")
+    return ClinicalNote(
+        vendor=d["vendor"], note_id=d["note_id"], title=d.get("title") or "Clinical note",
+        sections=tuple(NoteSection(k, t, text) for k, t, text in d["sections"]),
+        patient_id=d.get("patient_id"), encounter_id=d.get("encounter_id"),
+        author_id=d.get("author_id"), external_id=d.get("external_id"),
+        created_at=None if created is None else datetime.fromisoformat(created),
+    )  # fmt: skip
+
+
 def transcript_from_state(d: Mapping[str, Any]) -> Transcript:
     """The transcript :func:`transcript_to_state` stored."""
     items = tuple(TranscriptItem(s, text, start, end) for s, text, start, end in d["items"])
@@ -245,10 +271,31 @@ class TranscriptSteps:
             patient_id=appointment.patient_id, author_id=appointment.provider_id,
             created_at=link.ends_at, external_id=appointment_id,
         )  # fmt: skip
-        state = {**ctx.state, "transcript": transcript_to_state(t)}
+        note = appointment.scribe_note
+        state = {**ctx.state, "transcript": transcript_to_state(t),
+                 "scribe_note": None if note is None else note_to_state(note)}  # fmt: skip
         detail = (f"transcript {t.transcript_id} ({link.kind or 'unknown type'}): "
-                  f"{len(t.items)} items stored")  # fmt: skip
+                  f"{len(t.items)} items stored; "
+                  + ("no scribe note" if note is None else f"scribe note {note.note_id} "
+                     f"({len(note.sections)} sections) stored"))  # fmt: skip
         return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "transcript.stored"), state)
+
+    async def scribe_note_document(self, ctx: StepContext) -> StepResult:
+        """The appointment's AI scribe note as a preliminary DocumentReference (conditional
+        create on the note's id); skipped when Healthie had none."""
+        ehr = self._services.ehr
+        if ehr is None:
+            return not_configured(ctx, "destination ehr")
+        stored_note = ctx.state.get("scribe_note")
+        if not isinstance(stored_note, Mapping):
+            return StepResult("skipped: the appointment has no AI scribe note")
+        note = note_from_state(stored_note)
+        stored, created = await ehr.create(
+            fhir.note_document_reference(note, "preliminary"),
+            if_none_exist=fhir.if_none_exist(fhir.NOTE_SYSTEM["healthie"], note.note_id),
+        )
+        detail = f"DocumentReference/{stored.get('id')} {'created' if created else 'exists'}"
+        return StepResult("ok", detail, TimelineEntry(ctx.item.subject, "note.preliminary", detail))
 
     async def transcript_document(self, ctx: StepContext) -> StepResult:
         """The stored transcript as a DocumentReference (conditional create)."""
@@ -269,7 +316,8 @@ class TranscriptSteps:
 
 
 def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str], Workflow]:  # noqa: ARG001
-    """The Nabla note and transcript workflows and Healthie's transcript workflow."""
+    """The Nabla note and transcript workflows and Healthie's transcript (and scribe note)
+    workflow."""
     s = TranscriptSteps(services)
     return {
         ("nabla", "generate_note_async.succeeded"): Workflow("nabla.note", (
@@ -284,5 +332,6 @@ def workflows(config: WorkflowConfig, services: Services) -> dict[tuple[str, str
             lifecycle_step,
             Step("transcript.fetch", s.fetch_healthie_transcript),
             Step("ehr.transcript", s.transcript_document),
+            Step("ehr.note", s.scribe_note_document),
         ), stateful=True),
     }  # fmt: skip

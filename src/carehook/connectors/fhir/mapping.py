@@ -62,7 +62,11 @@ from pydantic import ValidationError
 from carehook.errors import PermanentError
 from carehook.workflows.ports import ClinicalNote, Provider, Transcript, TranscriptItem
 
-NOTE_SYSTEM = {"abridge": "urn:carehook:abridge:note", "nabla": "urn:carehook:nabla:note"}
+NOTE_SYSTEM = {
+    "abridge": "urn:carehook:abridge:note",
+    "nabla": "urn:carehook:nabla:note",
+    "healthie": "urn:carehook:healthie:note",
+}
 TRANSCRIPT_SYSTEM = {
     "nabla": "urn:carehook:nabla:transcript",
     "healthie": "urn:carehook:healthie:transcript",
