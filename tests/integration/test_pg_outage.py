@@ -119,3 +119,49 @@ async def test_an_outage_is_answered_at_once_and_the_return_noticed_at_once(
         await store.ping()
         stored = {r.event_id for r in await store.list_events(EventFilter())}
         assert stored == {"evt_1", "evt_4"}
+
+
+def test_the_admin_surface_answers_503_while_the_database_is_down(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """With the database down, the admin API answers 503 with Retry-After and the dashboard a
+    503 page (a session check and a sign-in both need the store), never a 500; back up, both
+    answer again without a restart."""
+    import re
+
+    import httpx
+
+    from .admin_support import TOKENS, admin_env
+
+    bearer = {"authorization": f"Bearer {TOKENS['root'][0]}"}
+    with admin_env(tmp_path, cluster.url) as env, httpx.Client(base_url=env.gw.url,
+                                                                timeout=10) as client:  # fmt: skip
+        assert client.get("/admin/api/events", headers=bearer).status_code == 200
+        form = client.get("/admin/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf
+        login = {"csrf": csrf.group(1), "token": TOKENS["root"][0]}
+        assert client.post("/admin/login", data=login).status_code == 303
+        cluster.stop()
+        try:
+            api = client.get("/admin/api/events", headers=bearer)
+            assert (api.status_code, api.headers.get("retry-after")) == (503, "5")
+            assert api.json() == {"detail": "storage temporarily unavailable"}
+            page = client.get("/admin/events")
+            assert (page.status_code, page.headers.get("retry-after")) == (503, "5")
+            assert "storage temporarily unavailable" in page.text
+            form = client.get("/admin/login")
+            assert form.status_code == 200  # needs no store
+            fresh = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert fresh
+            again = client.post("/admin/login", data={**login, "csrf": fresh.group(1)})
+            # a sign-in is refused while its audit row cannot be written
+            assert again.status_code == 503
+            assert "carehook_admin" not in again.headers.get("set-cookie", "")
+        finally:
+            cluster.start()
+        deadline = time.monotonic() + 20
+        while client.get("/admin/api/events", headers=bearer).status_code != 200:
+            assert time.monotonic() < deadline, "the admin API did not come back"
+            time.sleep(0.2)
+        assert client.get("/admin/events").status_code == 200

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
+from carehook.errors import StorageUnavailable
 from carehook.operations import Operations
 from carehook.operations.timeline import duration
 from carehook.settings import AdminSettings
@@ -64,7 +67,15 @@ def create_admin(ops: Operations, settings: AdminSettings, session_key: bytes) -
         Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
         *dashboard.routes(),
     ]
-    return Starlette(routes=routes)
+
+    async def unavailable(request: Request, _: Exception) -> Response:
+        # a page or a sign-in while the store cannot answer: say so, and when to try again
+        page = dashboard.render(request, None, "error.html",
+                                {"message": "storage temporarily unavailable; try again"}, 503)
+        page.headers["retry-after"] = "5"
+        return page
+
+    return Starlette(routes=routes, exception_handlers={StorageUnavailable: unavailable})
 
 
 def standalone(admin: ASGIApp) -> ASGIApp:

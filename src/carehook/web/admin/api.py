@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from carehook import __version__
-from carehook.errors import ReviewError
+from carehook.errors import ReviewError, StorageUnavailable
 from carehook.inbox.reads import EventQuery, RequestQuery
 from carehook.inbox.work import ReplayFilter
 from carehook.operations import OperationRefused, Operations
@@ -31,7 +31,8 @@ When = Annotated[datetime | None, Query(description="ISO 8601; UTC unless given"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.Problem, "description": text}
     for code, text in ((400, "Bad request"), (401, "Missing or invalid token"),
-                       (403, "The token lacks the scope"), (404, "Not found"))
+                       (403, "The token lacks the scope"), (404, "Not found"),
+                       (503, "The store cannot answer now; retry (Retry-After)"))
 }  # fmt: skip
 
 
@@ -73,6 +74,12 @@ def create_admin_api(ops: Operations, tokens: list[AdminToken]) -> FastAPI:
     @api.exception_handler(OperationRefused)
     async def refused(_: Request, exc: OperationRefused) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 400)
+
+    @api.exception_handler(StorageUnavailable)
+    async def unavailable(_: Request, __: StorageUnavailable) -> JSONResponse:
+        # the store cannot answer now (PostgreSQL down, SQLite locked): try again, not a bug
+        return JSONResponse({"detail": "storage temporarily unavailable"}, 503,
+                            headers={"retry-after": "5"})  # fmt: skip
 
     _event_routes(api, ops, need)
     _action_routes(api, ops, need)
