@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import httpx
+from structlog.testing import capture_logs
 
 from carehook.web.admin.auth import Sessions
 
@@ -119,3 +121,20 @@ def test_a_cookie_of_odd_bytes_is_refused_not_an_error(tmp_path: Path) -> None:
             headers = [(b"cookie", b"carehook_admin=" + value)]
             page = httpx.get(f"{env.gw.url}/admin/events", headers=headers, timeout=10)
             assert page.status_code == 303, value
+
+
+def test_a_refused_token_is_logged_without_its_value(tmp_path: Path) -> None:
+    """A wrong token at the dashboard's sign-in or the API's bearer check leaves a warning with
+    the reason and the address, never the presented value (one character from a real token)."""
+    wrong = TOKENS["root"][0][:-1] + "x"
+    with (admin_env(tmp_path, None) as env, capture_logs() as logs,
+          httpx.Client(base_url=env.gw.url, timeout=10) as client):  # fmt: skip
+        assert _login(client, wrong).status_code == 401
+        assert client.get("/admin/api/events",
+                          headers={"authorization": f"Bearer {wrong}"}).status_code == 401
+        assert client.get("/admin/api/events").status_code == 401
+    refused = [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("admin.")]
+    assert refused == [("admin.sign_in_refused", "unknown"), ("admin.token_refused", "unknown"),
+                       ("admin.token_refused", "missing")]  # fmt: skip
+    assert all(e.get("remote_addr") == "127.0.0.1" for e in logs if e["event"].startswith("admin."))
+    assert wrong not in json.dumps(logs, default=str)

@@ -19,6 +19,7 @@ from carehook import __version__
 from carehook.errors import ReviewError, StorageUnavailable
 from carehook.inbox.reads import EventQuery, RequestQuery
 from carehook.inbox.work import ReplayFilter
+from carehook.observability import get_logger
 from carehook.operations import OperationRefused, Operations
 from carehook.settings import AdminToken
 from carehook.web.admin import schemas as s
@@ -34,6 +35,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                        (403, "The token lacks the scope"), (404, "Not found"),
                        (503, "The store cannot answer now; retry (Retry-After)"))
 }  # fmt: skip
+
+
+_log = get_logger("carehook.admin")
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -54,6 +58,10 @@ def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Awai
             kind, _, presented = request.headers.get("authorization", "").partition(" ")
             token = check_token(tokens, presented.strip()) if kind.lower() == "bearer" else None
             if token is None:
+                # never the presented value: a mistyped token is one character from a real one
+                _log.warning("admin.token_refused", path=request.url.path,
+                             remote_addr=request.client.host if request.client else "",
+                             reason="missing" if not presented.strip() else "unknown")  # fmt: skip
                 raise HTTPException(401, "missing or invalid token",
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
             if scope not in token.scopes:

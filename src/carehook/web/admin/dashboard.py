@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from carehook.observability import get_logger
 from carehook.operations.service import Operations
 from carehook.settings import AdminToken
 from carehook.web.admin import pages
@@ -30,6 +31,7 @@ from carehook.web.admin.auth import SESSION_COOKIE, Principal, Sessions, check_t
 
 PREFIX = "/admin"
 _LOGIN_CSRF = "carehook_login_csrf"
+_log = get_logger("carehook.admin")
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
@@ -114,6 +116,9 @@ class Dashboard:
             return self.render(request, None, "error.html", {"message": "bad CSRF token"}, 403)
         token = check_token(self.tokens, str(form.get("token", "")).strip())
         if token is None:
+            # never the presented value: a mistyped token is one character from a real one
+            _log.warning("admin.sign_in_refused", reason="unknown",
+                         remote_addr=request.client.host if request.client else "")  # fmt: skip
             page = self.render(request, None, "login.html",
                                {"csrf": expected, "error": "unknown token"}, 401)  # fmt: skip
             return page
