@@ -165,12 +165,11 @@ def source_secret_ids(path: Path, source: str) -> SourceSecrets:
     the retired ids; the source's table is checked as ``load_settings`` checks it (one id per
     secret, none given twice), so a rewrite never starts from ids that do not fit."""
     table = _source_table(tomllib.loads(path.read_text()), source, path)
-    found = source_secrets(path, source)
     try:
         cfg = SourceSettings.model_validate(table)
     except ValidationError as exc:
         raise ConfigError(f"{path}: sources.{source}: {describe_error(exc)}") from None
-    return SourceSecrets(found, cfg.ids(), list(cfg.retired_secret_ids))
+    return SourceSecrets(list(cfg.secrets), cfg.ids(), list(cfg.retired_secret_ids))
 
 
 def add_secret(path: Path, source: str, secret: str) -> int:

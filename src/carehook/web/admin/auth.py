@@ -116,12 +116,13 @@ class Sessions:
             return None
         if expires < (time.time() if now is None else now):
             return None
-        final = body.get("abs", expires)
+        final = body.get("abs")  # absent from a cookie issued before sessions had an idle end
+        if not isinstance(final, int):
+            final = expires
         for token in tokens:
             if token.name == body.get("n") and token.hash[7:23] == body.get("h"):
                 return Principal(token.name, frozenset(token.scopes), str(body.get("csrf", "")),
-                                 self.session_of(cookie), final if isinstance(final, int)
-                                 else expires, token.hash[7:23])  # fmt: skip
+                                 self.session_of(cookie), final, token.hash[7:23])
         return None
 
     @staticmethod
