@@ -167,7 +167,7 @@ def build_admin(components: Components) -> ASGIApp | None:
         return None
     keyring = components.keyring
     key = session_key(keyring.keys[keyring.active])
-    return create_admin(build_operations(components), admin, key)
+    return create_admin(build_operations(components), admin, key, components.metrics)
 
 
 def build_policies(settings: Settings) -> Callable[[str], RetryPolicy]:

@@ -96,6 +96,14 @@ class Metrics:
     #: requests by source, outcome and cause; verification failures by source and reason
     causes: Counter | None = None
     verification_failures: Counter | None = None
+    #: admin tokens refused (dashboard sign-in, API bearer), by surface and reason
+    admin_refused: Counter | None = None
+
+    def count_admin_refusal(self, surface: str, reason: str) -> None:
+        """Count one refused admin token (``surface``: api, dashboard; ``reason``: missing,
+        unknown); its value is never a label."""
+        if self.admin_refused is not None:
+            self.admin_refused.labels(surface, reason).inc()
 
     def observe_request(self, source: str, outcome: str, seconds: float, cause: str = "") -> None:
         """Count one answered delivery, its cause and its ack time (label children cached:
@@ -161,6 +169,12 @@ class Metrics:
                 "carehook_verification_failures_total",
                 "Signature verification failures by source and reason",
                 ["source", "reason"],
+                registry=registry,
+            ),
+            admin_refused=Counter(
+                "carehook_admin_auth_refused_total",
+                "Admin tokens refused (a sign-in or a bearer), by surface and reason",
+                ["surface", "reason"],
                 registry=registry,
             ),
         )

@@ -123,18 +123,40 @@ def test_a_cookie_of_odd_bytes_is_refused_not_an_error(tmp_path: Path) -> None:
             assert page.status_code == 303, value
 
 
-def test_a_refused_token_is_logged_without_its_value(tmp_path: Path) -> None:
+def _refusals(metrics: str) -> dict[tuple[str, str], float]:
+    """``carehook_admin_auth_refused_total``'s samples by (surface, reason)."""
+    counts: dict[tuple[str, str], float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("carehook_admin_auth_refused_total{"):
+            labels, value = line.rsplit(" ", 1)
+            named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            counts[named["surface"], named["reason"]] = float(value)
+    return counts
+
+
+def test_a_refused_token_is_logged_and_counted_without_its_value(tmp_path: Path) -> None:
     """A wrong token at the dashboard's sign-in or the API's bearer check leaves a warning with
-    the reason and the address, never the presented value (one character from a real token)."""
+    the reason and the address, never the presented value (one character from a real token),
+    and counts in ``carehook_admin_auth_refused_total`` by surface and reason (an alert on a
+    brute-force attempt); an accepted token counts nothing."""
     wrong = TOKENS["root"][0][:-1] + "x"
     with (admin_env(tmp_path, None) as env, capture_logs() as logs,
           httpx.Client(base_url=env.gw.url, timeout=10) as client):  # fmt: skip
+        assert _refusals(client.get("/metrics").text) == {}
         assert _login(client, wrong).status_code == 401
         assert client.get("/admin/api/events",
                           headers={"authorization": f"Bearer {wrong}"}).status_code == 401
         assert client.get("/admin/api/events").status_code == 401
-    refused = [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("admin.")]
+        assert client.get("/admin/api/events").status_code == 401
+        assert client.get("/admin/api/events", headers={
+            "authorization": f"Bearer {TOKENS['root'][0]}"}).status_code == 200  # fmt: skip
+        assert _login(client, TOKENS["root"][0]).status_code == 303
+        metrics = client.get("/metrics").text
+    assert _refusals(metrics) == {("dashboard", "unknown"): 1.0, ("api", "unknown"): 1.0,
+                                  ("api", "missing"): 2.0}  # fmt: skip
+    assert wrong not in metrics
+    refused = [(e["event"], e.get("reason")) for e in logs if e["event"].endswith("_refused")]
     assert refused == [("admin.sign_in_refused", "unknown"), ("admin.token_refused", "unknown"),
-                       ("admin.token_refused", "missing")]  # fmt: skip
-    assert all(e.get("remote_addr") == "127.0.0.1" for e in logs if e["event"].startswith("admin."))
+                       ("admin.token_refused", "missing"), ("admin.token_refused", "missing")]
+    assert all(e.get("remote_addr") == "127.0.0.1" for e in logs if e["event"].endswith("_refused"))
     assert wrong not in json.dumps(logs, default=str)

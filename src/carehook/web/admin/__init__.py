@@ -19,6 +19,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from carehook.errors import StorageUnavailable
+from carehook.observability import Metrics
 from carehook.operations import Operations
 from carehook.operations.timeline import duration
 from carehook.settings import AdminSettings
@@ -54,16 +55,19 @@ def templates() -> Jinja2Templates:
     return t
 
 
-def create_admin(ops: Operations, settings: AdminSettings, session_key: bytes) -> ASGIApp:
-    """The app to mount at ``/admin``: the API, the dashboard and its static files."""
+def create_admin(
+    ops: Operations, settings: AdminSettings, session_key: bytes, metrics: Metrics | None = None
+) -> ASGIApp:
+    """The app to mount at ``/admin``: the API, the dashboard and its static files; refused
+    tokens are counted in ``metrics`` (``carehook_admin_auth_refused_total``)."""
     sessions = Sessions(session_key, settings.session_minutes * 60,
                         settings.session_idle_minutes * 60)  # fmt: skip
     tmpl = templates()
     pages = Pages(ops)
-    dashboard = Dashboard(ops, settings.tokens, sessions, tmpl, pages)
+    dashboard = Dashboard(ops, settings.tokens, sessions, tmpl, pages, metrics)
     pages.bind(dashboard.render)
     routes = [
-        Mount("/api", create_admin_api(ops, settings.tokens)),
+        Mount("/api", create_admin_api(ops, settings.tokens, metrics)),
         Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
         *dashboard.routes(),
     ]

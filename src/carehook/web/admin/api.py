@@ -19,7 +19,7 @@ from carehook import __version__
 from carehook.errors import ReviewError, StorageUnavailable
 from carehook.inbox.reads import EventQuery, RequestQuery
 from carehook.inbox.work import ReplayFilter
-from carehook.observability import get_logger
+from carehook.observability import Metrics, get_logger
 from carehook.operations import OperationRefused, Operations
 from carehook.settings import AdminToken
 from carehook.web.admin import schemas as s
@@ -50,8 +50,11 @@ def utc(value: datetime | None) -> datetime | None:
         raise HTTPException(400, "time out of range") from None
 
 
-def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Awaitable[Principal]]]:
-    """``need(scope)``: a dependency that authenticates the bearer token and checks ``scope``."""
+def bearer(
+    tokens: list[AdminToken], metrics: Metrics | None = None
+) -> Callable[[str], Callable[[Request], Awaitable[Principal]]]:
+    """``need(scope)``: a dependency that authenticates the bearer token and checks ``scope``;
+    a refused token is logged and counted (``carehook_admin_auth_refused_total``)."""
 
     def need(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         async def check(request: Request) -> Principal:  # async: no thread hop per request
@@ -59,9 +62,11 @@ def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Awai
             token = check_token(tokens, presented.strip()) if kind.lower() == "bearer" else None
             if token is None:
                 # never the presented value: a mistyped token is one character from a real one
-                _log.warning("admin.token_refused", path=request.url.path,
-                             remote_addr=request.client.host if request.client else "",
-                             reason="missing" if not presented.strip() else "unknown")  # fmt: skip
+                reason = "missing" if not presented.strip() else "unknown"
+                _log.warning("admin.token_refused", path=request.url.path, reason=reason,
+                             remote_addr=request.client.host if request.client else "")  # fmt: skip
+                if metrics is not None:
+                    metrics.count_admin_refusal("api", reason)
                 raise HTTPException(401, "missing or invalid token",
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
             if scope not in token.scopes:
@@ -73,11 +78,13 @@ def bearer(tokens: list[AdminToken]) -> Callable[[str], Callable[[Request], Awai
     return need
 
 
-def create_admin_api(ops: Operations, tokens: list[AdminToken]) -> FastAPI:
-    """The admin API app (mount it at ``/admin/api``)."""
+def create_admin_api(
+    ops: Operations, tokens: list[AdminToken], metrics: Metrics | None = None
+) -> FastAPI:
+    """The admin API app (mount it at ``/admin/api``); refusals counted in ``metrics``."""
     api = FastAPI(title="carehook admin API", version=__version__, docs_url=None,
                   redoc_url=None, responses=_ERRORS)  # fmt: skip
-    need = bearer(tokens)
+    need = bearer(tokens, metrics)
 
     @api.exception_handler(OperationRefused)
     async def refused(_: Request, exc: OperationRefused) -> JSONResponse:

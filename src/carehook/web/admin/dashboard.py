@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from carehook.observability import get_logger
+from carehook.observability import Metrics, get_logger
 from carehook.operations.service import Operations
 from carehook.settings import AdminToken
 from carehook.web.admin import pages
@@ -39,8 +39,10 @@ class Dashboard:
     """The dashboard's routes, sessions and templates."""
 
     def __init__(self, ops: Operations, tokens: list[AdminToken], sessions: Sessions,
-                 templates: Jinja2Templates, handlers: pages.Pages) -> None:  # fmt: skip
+                 templates: Jinja2Templates, handlers: pages.Pages,
+                 metrics: Metrics | None = None) -> None:  # fmt: skip
         self.ops = ops
+        self.metrics = metrics
         self.tokens = tokens
         self.sessions = sessions
         self.templates = templates
@@ -119,6 +121,8 @@ class Dashboard:
             # never the presented value: a mistyped token is one character from a real one
             _log.warning("admin.sign_in_refused", reason="unknown",
                          remote_addr=request.client.host if request.client else "")  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.count_admin_refusal("dashboard", "unknown")
             page = self.render(request, None, "login.html",
                                {"csrf": expected, "error": "unknown token"}, 401)  # fmt: skip
             return page
