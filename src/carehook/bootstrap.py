@@ -64,22 +64,37 @@ def build_keyring(settings: Settings) -> KeyRing:
     return load_key_ring(settings.data_dir, os.environ.get("CAREHOOK_DATA_KEYS"))
 
 
-def build_store(settings: Settings, keyring: KeyRing) -> Store:
-    """The inbox adapter named by the storage URL (not opened yet)."""
+#: how often a separate worker on SQLite looks for other processes' commits (data_version)
+SQLITE_WATCH_SECONDS = 0.02
+
+
+def build_store(settings: Settings, keyring: KeyRing, *, worker_alone: bool = False) -> Store:
+    """The inbox adapter named by the storage URL (not opened yet).
+
+    ``worker_alone``: for ``carehook worker``, whose work is stored by other processes. On
+    SQLite its store then watches the file for their commits (PostgreSQL has LISTEN/NOTIFY);
+    in ``serve`` the in-process ingress wakes the worker itself, with no thread polling.
+    """
     embedded = settings.storage_url.startswith("sqlite")
+    options = {"watch_seconds": SQLITE_WATCH_SECONDS} if embedded and worker_alone else {}
     return open_store(
-        settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate
-    )
+        settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate,
+        **options,
+    )  # fmt: skip
 
 
-def build_components(settings: Settings, store: Store | None = None) -> Components:
-    """Build every component from settings; ``store`` replaces the configured one (tests)."""
+def build_components(
+    settings: Settings, store: Store | None = None, *, worker_alone: bool = False
+) -> Components:
+    """Build every component from settings; ``store`` replaces the configured one (tests);
+    ``worker_alone`` for ``carehook worker`` (see :func:`build_store`)."""
     keyring = build_keyring(settings)
     metrics = Metrics.create()
     return Components(
         settings=settings,
         keyring=keyring,
-        store=store if store is not None else build_store(settings, keyring),
+        store=store if store is not None else build_store(
+            settings, keyring, worker_alone=worker_alone),
         sources=build_sources(settings, builtin_vendors()),
         metrics=metrics,
         worker_metrics=WorkerMetrics.create(metrics.registry),

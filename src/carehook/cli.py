@@ -144,7 +144,7 @@ def worker_cmd(
 
     settings = settings_of(config)
     configure_logging(settings.log_level)
-    components = build_components(settings)
+    components = build_components(settings, worker_alone=True)
 
     async def go() -> None:
         stop = asyncio.Event()

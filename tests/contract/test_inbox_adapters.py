@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
@@ -306,6 +307,61 @@ async def test_postgres_two_processes_never_double_store_nor_deadlock(
         assert results.count(True) == n
         assert len(await a.list_events(EventFilter(limit=2 * n))) == n
         assert len(await a.list_requests(limit=4 * n)) == 2 * n
+
+
+async def test_sqlite_writers_of_two_processes_take_turns_on_the_file_lock(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """Every write transaction holds the 0600 file ``<database>-lock`` (``flock``), so a
+    writer waits for another process's transaction in the kernel, woken when it ends, not in
+    SQLite's sleeping busy handler: while the lock is held elsewhere neither an ack nor a
+    worker write commits, and both do once it is let go. Two stores on one file (two processes'
+    writers) interleave their writes without losing one."""
+    async with (open_store(sqlite_url, keyring, busy_timeout=5) as a,
+                open_store(sqlite_url, keyring, busy_timeout=5) as b):  # fmt: skip
+        lock = Path(f"{a.dialect.path}-lock")
+        assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process's transaction, as it were
+            env = make_envelope()
+            ack = asyncio.ensure_future(a.accept(env, make_record(env)))
+            call = asyncio.ensure_future(b.dialect.write(lambda tx: tx.row("SELECT 1")))
+            await asyncio.sleep(0.3)
+            assert not ack.done()
+            assert not call.done()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            assert await ack is True
+            assert tuple(await call) == (1,)
+        finally:
+            os.close(fd)
+        envs = [make_envelope() for _ in range(200)]
+        results = await asyncio.gather(
+            *((a if i % 2 else b).accept(e, make_record(e)) for i, e in enumerate(envs))
+        )
+        assert results == [True] * 200
+        assert len(await a.list_events(EventFilter(limit=500))) == 201
+        assert await b.accept(envs[0], make_record(envs[0])) is False
+
+
+async def test_sqlite_a_worker_hears_of_another_processes_commit_before_its_poll(
+    keyring: KeyRing, sqlite_url: str, make_envelope: MakeEnvelope, make_record: MakeRecord
+) -> None:
+    """A worker's store learns of an event another process stored (``serve --no-worker``
+    beside ``carehook worker``) from the file's ``data_version``: its wait returns long before
+    the poll timeout, and the event is claimable; with nothing committed it keeps waiting."""
+    async with (open_store(sqlite_url, keyring) as ingress,
+                open_store(sqlite_url, keyring, watch_seconds=0.02) as worker):  # fmt: skip
+        assert await worker.claim("w", 1, 30) == []
+        await worker.wait_for_work(0.05)  # the first wait starts the watcher
+        waiting = asyncio.ensure_future(worker.wait_for_work(60))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        env = make_envelope()
+        assert await ingress.accept(env, make_record(env))
+        await asyncio.wait_for(waiting, 10)
+        (claim,) = await worker.claim("w", 1, 30)
+        assert claim.event_id == env.event_id
 
 
 async def test_sqlite_ingest_commits_before_queued_worker_writes(

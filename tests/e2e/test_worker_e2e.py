@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
+import stat
 import subprocess
 import time
 from collections import defaultdict
@@ -233,6 +235,48 @@ async def test_kill_9_of_serve_loses_nothing_and_repeats_no_step(tmp_path: Path)
     _check_exactly_once(_rows(db, "SELECT id, event_id, subject, status FROM events"),
                         _rows(db, "SELECT event_pk, subject FROM timeline ORDER BY id"),
                         sender.acked)
+
+
+async def test_serve_without_worker_and_a_worker_process_share_one_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    """`serve --no-worker` and `carehook worker` on one SQLite file (the worker on a core of
+    its own): every delivery is acknowledged (no 503 from a busy file) and done once, in order
+    per subject. The worker polls only every 120 s, so each burst, sent while it was idle, is
+    claimed because it heard the other process's commits (the file's data_version), twice."""
+    folder = tmp_path
+    config = write_config(folder)
+    config.write_text(config.read_text().replace("poll_seconds = 0.5", "poll_seconds = 120"))
+    db = folder / "carehook.db"
+    port = free_port()
+    serve = start(folder, "serve", "--config", str(config), "--port", str(port), "--no-worker",
+                  name="serve")  # fmt: skip
+    procs = [serve]
+    try:
+        await wait_until(lambda: _listening(port), "serve to listen")
+        procs.append(start(folder, "worker", "--config", str(config), name="worker"))
+        await wait_until(lambda: '"worker.started"' in procs[1].log.read_text(), "the worker")
+        sender = sender_for(config, [f"http://127.0.0.1:{port}/webhooks/abridge"])
+        for total in (600, 1200):  # two bursts, the worker idle before each
+            await asyncio.sleep(0.5)
+            await sender.send_all(total, 20)
+            await wait_until(
+                lambda n=total: _rows(db, "SELECT count(*) FROM events WHERE status = 'done'")
+                == [(n,)], f"{total} events done", seconds=60)  # fmt: skip
+    finally:
+        graceful = [p.stop() for p in procs]
+    assert graceful[1]
+    for word in ("webhook.unavailable", "webhook.error", "webhook.rejected"):
+        assert word not in serve.log.read_text()
+    assert stat.S_IMODE(os.stat(folder / "carehook.db-lock").st_mode) == 0o600
+    _check_exactly_once(_rows(db, "SELECT id, event_id, subject, status FROM events"),
+                        _rows(db, "SELECT event_pk, subject FROM timeline ORDER BY id"),
+                        sender.acked)  # fmt: skip
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _check_exactly_once(

@@ -28,6 +28,17 @@ checkpoint on the writer's connection between two batches, copying only what was
 meanwhile; the next write restarts the WAL, and ``journal_size_limit`` truncates a WAL that grew
 large. The file stays near ``checkpoint_bytes``.
 
+Other processes on the same file (``carehook worker``, CLI commands) write through their own
+writer; every writer takes the file lock ``<database>-lock`` around each transaction, so
+another process's commit is waited for without the busy handler's sleeps (the writer's docs).
+A worker process of its own (``carehook worker``: ``watch_seconds`` given) hears of their
+commits from its writer, which reads ``PRAGMA data_version`` on its connection every
+``watch_seconds`` (20 ms), between transactions: on that connection it changes only when another
+connection committed, and a change raises the work signal. So an event stored by ``serve
+--no-worker``, or a replay made with the CLI, is claimed within a tick, not at the worker's next
+poll. ``serve``'s own worker does not watch (its ingress wakes it, and a writer waking 50 times a
+second is a cost beside the hot path), so a CLI replay waits for its ``poll_seconds``.
+
 Durability: WAL with ``synchronous=FULL``; the database file (and
 so its -wal and -shm files) is mode 0600. Timestamps are fixed-width ISO-8601 UTC text (see
 :mod:`carehook.inbox.schema`); :class:`_Tx` converts datetimes on the way in.
@@ -108,6 +119,7 @@ class SqliteDialect:
         self, url_or_path: str | os.PathLike[str], *, auto_migrate: bool = True,
         busy_timeout: float = 5.0, batch_cap: int = 512, readers: int = 2,
         checkpoint_seconds: float = 0.25, checkpoint_bytes: int = 4 << 20,
+        watch_seconds: float = 0.0,
     ) -> None:  # fmt: skip
         self.path: Path = c.sqlite_path(url_or_path)
         self.url = c.sqlite_url(self.path)
@@ -123,6 +135,8 @@ class SqliteDialect:
         self._checkpointer: _Checkpointer | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._checkpoint_bytes = checkpoint_bytes
+        self._watch_seconds = watch_seconds
+        self._signal: WorkSignal | None = None
 
     @property
     def checkpoints(self) -> int:
@@ -134,10 +148,11 @@ class SqliteDialect:
         """Transactions committed by the writer since open (instrumentation)."""
         return 0 if self._writer is None else self._writer.commits
 
-    async def open(self, signal: WorkSignal) -> None:  # noqa: ARG002 (the writer needs none)
+    async def open(self, signal: WorkSignal) -> None:
         """Create the file (0600), migrate or check the schema, start the writer."""
         if self._writer is not None:
             return
+        self._signal = signal
         self._writer = await asyncio.to_thread(self._prepare)
         self._writer.start()
         conn = await asyncio.to_thread(self._connect)
@@ -160,11 +175,22 @@ class SqliteDialect:
             conn = self._connect()
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread's job
             conn.execute(f"PRAGMA journal_size_limit = {4 * self._checkpoint_bytes}")
-            return GroupCommitWriter(conn, cap=self._batch_cap)
+            lock = self.path.with_name(self.path.name + "-lock")
+            c.ensure_private_file(lock)
+            return GroupCommitWriter(
+                conn, cap=self._batch_cap, lock_path=lock,
+                watch=(self._watch_seconds, self._others_committed) if self._watch_seconds > 0
+                else None,
+            )  # fmt: skip
         except OSError as exc:
             raise StorageUnavailable(f"cannot create the SQLite file: {exc.strerror}") from exc
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    def _others_committed(self) -> None:
+        """The writer saw another process's commit (``watch_seconds``): wake the workers."""
+        if self._signal is not None:
+            self._signal.notify()
 
     def _set_wal(self) -> None:
         # WAL is a property of the file: set it before anyone else (the migration) writes
@@ -256,7 +282,8 @@ class SqliteDialect:
         """Tell other processes of new work: there are none (one writer per file)."""
 
     async def wait_for_work(self, signal: WorkSignal, timeout: float) -> None:  # noqa: ASYNC109
-        """Return when this process commits new work, or after ``timeout`` seconds."""
+        """Return when this process commits new work, another process commits anything (with
+        ``watch_seconds``, module docs), or after ``timeout`` seconds."""
         await signal.wait(timeout)
 
 
