@@ -76,11 +76,11 @@ def build_store(settings: Settings, keyring: KeyRing, *, worker_alone: bool = Fa
     in ``serve`` the in-process ingress wakes the worker itself, with no thread polling.
     """
     embedded = settings.storage_url.startswith("sqlite")
-    options = {"watch_seconds": SQLITE_WATCH_SECONDS} if embedded and worker_alone else {}
+    if embedded and worker_alone:
+        return open_store(settings.storage_url, keyring, watch_seconds=SQLITE_WATCH_SECONDS)
     return open_store(
-        settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate,
-        **options,
-    )  # fmt: skip
+        settings.storage_url, keyring, auto_migrate=embedded or settings.storage.auto_migrate
+    )
 
 
 def build_components(

@@ -135,7 +135,9 @@ def worker_cmd(
 ) -> None:
     """Process stored events without serving HTTP; SIGTERM/SIGINT stop it gracefully.
 
-    Any number of workers (and `serve` processes) may share one PostgreSQL database.
+    Any number of workers (and `serve` processes) may share one PostgreSQL database; on one
+    machine, a SQLite file too (`serve --no-worker` beside it: writers take turns on a file
+    lock, and the worker hears the others' commits within 20 ms).
     """
     import signal
 
