@@ -46,7 +46,9 @@ def make_envelope() -> MakeEnvelope:
             "type": "encounter.session.completed",
             "subject": f"abridge:session:s{n}",
             "occurred_at": NOW - timedelta(seconds=3),
-            "received_at": NOW + timedelta(milliseconds=n),
+            # a microsecond apart: the clock below is a minute after NOW, and the whole session's
+            # envelopes must stay before it (a millisecond apart, 60,000 of them did not)
+            "received_at": NOW + timedelta(microseconds=n),
             "payload": b'{"session_id": "s%d", "patient": "Jane Doe"}' % n,
             "secret_index": 0,
             "handled": True,

@@ -279,7 +279,8 @@ class SqliteDialect:
 
     @staticmethod
     def wake(tx: Any) -> None:
-        """Tell other processes of new work: there are none (one writer per file)."""
+        """Tell other processes of new work: nothing to send (a separate worker watches the
+        file's ``data_version``; module docs)."""
 
     async def wait_for_work(self, signal: WorkSignal, timeout: float) -> None:  # noqa: ASYNC109
         """Return when this process commits new work, another process commits anything (with

@@ -33,8 +33,9 @@ Other processes may write the same file: a ``carehook worker`` beside ``serve --
 or a CLI command (replay, resolve, purge). SQLite serialises them with its own lock, but a
 writer that finds that lock taken sleeps in its busy handler, 1, 2, 5, 10 ... 100 ms between
 tries, so an acknowledgement waited tens to hundreds of milliseconds behind another process's
-transaction (measured, ``serve --no-worker`` plus ``carehook worker`` paced 4,500/s: ack p99
-270-370 ms). Given a ``lock_path``, every write transaction first takes an exclusive
+transaction (measured, ``serve --no-worker`` plus ``carehook worker``: ack p99 about 570 ms
+flat out, 336 and 459 ms paced at 3,904/s; README, "A worker in a second process on SQLite").
+Given a ``lock_path``, every write transaction first takes an exclusive
 ``flock`` on that file (``<database>-lock``), which the kernel hands to the next waiter the
 moment it is released; SQLite's busy handler is then only a fallback for writers that do not
 take it (the ``sqlite3`` shell). ``flock`` locks belong to the open file description, so the
