@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from carehook.configfile import add_secret, source_secret_ids, source_secrets
+from carehook.configfile import add_secret, source_secret_ids
 from carehook.connectors.webhooks import NABLA_CONSOLE_STEPS, RegisteredWebhook, WebhookRegistrar
 from carehook.errors import ConfigError
 from carehook.settings import Settings, resolve_secret
@@ -87,8 +87,7 @@ async def register(registrar: WebhookRegistrar, config: Path, source: str, url: 
         webhook = await registrar.create(url, events, None)
         if not webhook.secret:
             raise ConfigError(f"{source}: the vendor returned no signing secret")
-        added = webhook.secret not in source_secrets(config, source)
-        return Registration(webhook, add_secret(config, source, webhook.secret), added)
+        return _keep_secret(config, source, webhook, webhook.secret)
     secret, index, added = signing_secret(config, source)
     return Registration(await registrar.create(url, events, secret), index, added)
 
@@ -102,5 +101,12 @@ async def rotate(registrar: WebhookRegistrar, config: Path, source: str, webhook
     webhook = await registrar.rotate(webhook_id)
     if not webhook.secret:
         raise ConfigError(f"{source}: the vendor returned no new signing secret")
-    added = webhook.secret not in source_secrets(config, source)
-    return Registration(webhook, add_secret(config, source, webhook.secret), added)
+    return _keep_secret(config, source, webhook, webhook.secret)
+
+
+def _keep_secret(
+    config: Path, source: str, webhook: RegisteredWebhook, secret: str
+) -> Registration:
+    """The vendor's signing ``secret`` added to the source (kept once), as a registration."""
+    added = secret not in source_secret_ids(config, source).secrets
+    return Registration(webhook, add_secret(config, source, secret), added)

@@ -300,6 +300,22 @@ class GroupCommitWriter:
             if _flock_nb(fd, fcntl.LOCK_UN) != 0:
                 fcntl.flock(fd, fcntl.LOCK_UN)  # raises the error
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the write lock; rolled back (still
+        under the lock) if anything in it raises."""
+        conn = self._conn
+        with self._exclusive():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
     def _take_and_commit(self) -> bool:
         """Commit everything queued for ingest, then at most ``call_cap`` worker calls in one
         transaction; False once told to stop.
@@ -377,22 +393,14 @@ class GroupCommitWriter:
     def _run_calls(self, calls: list[Op]) -> None:
         """Run the calls in one transaction; each caller gets its own result or error."""
         conn = self._conn
+        outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            with self._exclusive():
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    outcomes: list[tuple[Any, BaseException | None]] = []
-                    for op in calls:
-                        try:
-                            outcomes.append((op[1][0](conn), None))
-                        except CarehookError as exc:  # raised before the call wrote anything
-                            outcomes.append((None, exc))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
+            with self._transaction():
+                for op in calls:
+                    try:
+                        outcomes.append((op[1][0](conn), None))
+                    except CarehookError as exc:  # raised before the call wrote anything
+                        outcomes.append((None, exc))
         except BaseException as exc:  # every future must resolve, whatever went wrong
             error = translate(exc)
             if isinstance(error, StorageUnavailable) or len(calls) == 1:

@@ -237,7 +237,7 @@ class Worker:
             return
         self.metrics.gave_way.inc()
         until = time.monotonic() + self._give_way_seconds
-        while busy() and time.monotonic() < until and not self._stop.is_set():  # noqa: ASYNC110 (a counter, polled for at most 0.1 s)
+        while busy() and time.monotonic() < until and not self._stop.is_set():  # noqa: ASYNC110 (a counter, polled for at most give_way_seconds)
             await asyncio.sleep(_GIVE_WAY_STEP)
 
     def _free_slots(self) -> int:
